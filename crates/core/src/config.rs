@@ -1,0 +1,170 @@
+//! Core configuration: timing profiles (LAN, local, WAN) and limits, turned into foca's
+//! [`foca::Config`] for the current cluster size.
+
+use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use crate::identity::Limits;
+
+/// A named set of timings, after memberlist's `DefaultLANConfig`, `DefaultLocalConfig` and
+/// `DefaultWANConfig` (what Serf's `-profile` selects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// Probe every 1 s, probe timeout 500 ms, gossip every 200 ms to 3, push-pull every 30 s.
+    #[default]
+    Lan,
+    /// Loopback or one host: probe timeout 200 ms, gossip every 100 ms, push-pull every 15 s.
+    Local,
+    /// Probe every 5 s, probe timeout 3 s, gossip every 500 ms to 4, push-pull every 60 s.
+    Wan,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lan" => Ok(Self::Lan),
+            "local" => Ok(Self::Local),
+            "wan" => Ok(Self::Wan),
+            other => Err(format!(
+                "unknown profile {other:?} (expected lan, local or wan)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Lan => "lan",
+            Self::Local => "local",
+            Self::Wan => "wan",
+        })
+    }
+}
+
+/// Everything the core needs to know that is not membership state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoreConfig {
+    /// Timing profile.
+    pub profile: Profile,
+    /// Limits on names and tags.
+    pub limits: Limits,
+    /// Largest packet we send or accept, envelope included. Must hold two identities at their
+    /// limits (a foca header carries source and destination).
+    pub packet_size_max: NonZeroUsize,
+    /// Base interval of the periodic full-state exchange; scaled up with cluster size above
+    /// 32 members, as memberlist does.
+    pub push_pull_interval: Duration,
+    /// How long failed and left members stay listed (and their identities remembered, so
+    /// stale gossip cannot bring them back) before they are reaped.
+    pub reap_after: Duration,
+    /// How many members a leave or tag-change notice goes to directly (the rest learn by
+    /// gossip).
+    pub notice_fanout: usize,
+    /// Interval between notice retransmissions to members that have not acknowledged.
+    pub notice_retry: Duration,
+    /// Retransmissions of a notice before giving up on a member.
+    pub notice_attempts: u32,
+    /// Delay between a member first accepting our identity and our notice to every member.
+    pub announce_delay: Duration,
+}
+
+impl CoreConfig {
+    /// The defaults for `profile`.
+    pub fn new(profile: Profile) -> Self {
+        let push_pull_interval = match profile {
+            Profile::Lan => Duration::from_secs(30),
+            Profile::Local => Duration::from_secs(15),
+            Profile::Wan => Duration::from_secs(60),
+        };
+        Self {
+            profile,
+            limits: Limits::default(),
+            packet_size_max: NonZeroUsize::new(3072).expect("non-zero literal"),
+            push_pull_interval,
+            reap_after: Duration::from_secs(24 * 3600),
+            notice_fanout: 128,
+            notice_retry: Duration::from_millis(200),
+            notice_attempts: 5,
+            announce_delay: Duration::from_millis(10),
+        }
+    }
+
+    /// foca's configuration for a cluster of `cluster_size` members.
+    pub fn foca_config(&self, cluster_size: usize) -> foca::Config {
+        let n = NonZeroU32::new(u32::try_from(cluster_size.max(1)).unwrap_or(u32::MAX))
+            .expect("max(1) is non-zero");
+        let mut c = match self.profile {
+            Profile::Lan => foca::Config::new_lan(n),
+            Profile::Wan => foca::Config::new_wan(n),
+            Profile::Local => {
+                let mut c = foca::Config::new_lan(n);
+                c.probe_rtt = Duration::from_millis(200);
+                c.suspect_to_down_after = suspicion(n, c.probe_period, 3.0);
+                if let Some(g) = c.periodic_gossip.as_mut() {
+                    g.frequency = Duration::from_millis(100);
+                }
+                c
+            }
+        };
+        c.max_packet_size = NonZeroUsize::new(
+            self.packet_size_max
+                .get()
+                .saturating_sub(crate::wire::ENVELOPE_LEN),
+        )
+        .unwrap_or(NonZeroUsize::MIN);
+        c.remove_down_after = Some(self.reap_after);
+        // Always at least a few transmissions per update, even in tiny clusters.
+        c.max_transmissions = c
+            .max_transmissions
+            .max(NonZeroU8::new(4).expect("non-zero"));
+        c
+    }
+
+    /// The push-pull interval at `cluster_size` (memberlist's `pushPullScale`).
+    pub fn push_pull_interval_at(&self, cluster_size: usize) -> Duration {
+        const THRESHOLD: f64 = 32.0;
+        let n = cluster_size as f64;
+        if n <= THRESHOLD {
+            return self.push_pull_interval;
+        }
+        let mult = ((n.log2() - THRESHOLD.log2()).ceil() + 1.0) as u32;
+        self.push_pull_interval.saturating_mul(mult)
+    }
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self::new(Profile::Lan)
+    }
+}
+
+fn suspicion(n: NonZeroU32, probe_period: Duration, mult: f64) -> Duration {
+    let secs = f64::max(1.0, f64::from(n.get()).log10()) * mult * probe_period.as_secs_f64();
+    Duration::from_secs_f64(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_pull_scales_like_memberlist() {
+        let c = CoreConfig::new(Profile::Lan);
+        assert_eq!(c.push_pull_interval_at(10), Duration::from_secs(30));
+        assert_eq!(c.push_pull_interval_at(100), Duration::from_secs(90));
+        assert_eq!(c.push_pull_interval_at(1000), Duration::from_secs(180));
+    }
+
+    #[test]
+    fn profiles_differ_where_memberlist_does() {
+        let lan = CoreConfig::new(Profile::Lan).foca_config(10);
+        let local = CoreConfig::new(Profile::Local).foca_config(10);
+        assert_eq!(lan.probe_rtt, Duration::from_millis(500));
+        assert_eq!(local.probe_rtt, Duration::from_millis(200));
+        assert_eq!(local.suspect_to_down_after, Duration::from_secs(3));
+        assert_eq!("wan".parse::<Profile>().unwrap(), Profile::Wan);
+        assert!("fast".parse::<Profile>().is_err());
+    }
+}

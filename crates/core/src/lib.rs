@@ -1,0 +1,28 @@
+//! The sans-IO core of gossip-agent: SWIM membership through [foca], plus what Serf users
+//! expect on top of it: node names, roles and tags carried in the identity, *left* told apart
+//! from *failed*, full-state exchange on join and periodically (Serf's push-pull), direct
+//! acknowledged notices for leaves and tag changes, and counters of dropped input.
+//!
+//! The core reads no clock, opens no socket and draws no thread randomness. [`Node`] is the
+//! entry point; its documentation says how a driver feeds it and drains its effects.
+//!
+//! Modules:
+//! - [`identity`]: who a member is and what it advertises; validation of peer data.
+//! - [`wire`]: the packet envelope, our own messages, and the validating foca codec.
+//! - [`member`]: statuses, snapshots and membership events.
+//! - [`config`]: timing profiles and limits.
+//! - [`node`]: the state machine.
+//! - [`error`]: typed errors.
+
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod member;
+pub mod node;
+pub mod wire;
+
+pub use config::{CoreConfig, Profile};
+pub use error::{CommandError, DropReason, InvalidInput};
+pub use identity::{Limits, NodeId, ROLE_TAG, Tags};
+pub use member::{EventKind, MemberEvent, MemberInfo, Status};
+pub use node::{Node, Output, Stats, TimerEvent};

@@ -1,0 +1,780 @@
+//! [`Node`]: one cluster member's protocol state, sans IO.
+//!
+//! A driver (the tokio agent, or the simulator) owns a `Node` and feeds it three kinds of
+//! input: packets ([`Node::handle_packet`]), timers it was asked to schedule
+//! ([`Node::handle_timer`]) and local commands ([`Node::join`], [`Node::set_tags`],
+//! [`Node::leave`]). After every call it drains [`Node::poll`] until `None`, and acts on each
+//! [`Output`]: send a datagram, schedule a timer (relative delay; deliver timers in deadline
+//! order, ties in the order they were requested), or hand a membership event to handlers.
+//!
+//! The node keeps no clock and no thread RNG: randomness comes from the seed given to
+//! [`Node::new`], the identity version from the driver, and every collection it iterates for
+//! a decision keeps insertion order.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, State};
+use indexmap::IndexMap;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::config::CoreConfig;
+use crate::error::{CommandError, DropReason};
+use crate::identity::{NodeId, Tags, validate_tags};
+use crate::member::{EventKind, MemberEvent, MemberInfo, Status};
+use crate::wire::{self, Kind, Notice, NoticeAck, ValidatingCodec};
+
+/// A timer the driver must deliver back through [`Node::handle_timer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerEvent {
+    /// One of foca's own timers.
+    Foca(foca::Timer<NodeId>),
+    /// Time for a periodic full-state exchange.
+    PushPull,
+    /// Retransmit the notice with this sequence number to members that did not ack it.
+    NoticeRetry(u64),
+    /// Tell every known member about our identity, shortly after a member first accepted it
+    /// (the short delay lets the rest of a full-state answer arrive first).
+    AnnounceSelf,
+}
+
+/// An effect the driver must carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `data` as one datagram to `to`.
+    Transmit {
+        /// Destination.
+        to: SocketAddr,
+        /// The datagram.
+        data: Vec<u8>,
+    },
+    /// Deliver `timer` back after `after`.
+    Timer {
+        /// Delay from now.
+        after: Duration,
+        /// The timer.
+        timer: TimerEvent,
+    },
+    /// A membership change.
+    Event(MemberEvent),
+}
+
+/// Counters of traffic and dropped input, for `info` and the benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Datagrams received.
+    pub packets_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Dropped: larger than the packet size limit.
+    pub dropped_oversize: u64,
+    /// Dropped: not ours (bad magic).
+    pub dropped_foreign: u64,
+    /// Dropped: unsupported wire version.
+    pub dropped_version: u64,
+    /// Dropped: could not be decoded or broke the identity rules.
+    pub dropped_malformed: u64,
+    /// Dropped: refused by the protocol (from ourselves, for a stale identity, ...).
+    pub dropped_protocol: u64,
+}
+
+impl Stats {
+    /// All dropped packets.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_oversize
+            + self.dropped_foreign
+            + self.dropped_version
+            + self.dropped_malformed
+            + self.dropped_protocol
+    }
+
+    fn count_drop(&mut self, reason: &DropReason) {
+        let c = match reason {
+            DropReason::Oversize(_) => &mut self.dropped_oversize,
+            DropReason::Foreign => &mut self.dropped_foreign,
+            DropReason::Version(_) => &mut self.dropped_version,
+            DropReason::Malformed(_) => &mut self.dropped_malformed,
+            DropReason::Protocol(_) => &mut self.dropped_protocol,
+        };
+        *c += 1;
+    }
+}
+
+struct Record {
+    id: NodeId,
+    status: Status,
+}
+
+struct PendingNotice {
+    data: Vec<u8>,
+    /// Destination and transmissions so far.
+    targets: IndexMap<SocketAddr, u32>,
+}
+
+type FocaNode = Foca<NodeId, ValidatingCodec, SmallRng, NoCustomBroadcast>;
+
+/// One member's protocol state. See the module documentation for how to drive it.
+pub struct Node {
+    foca: FocaNode,
+    rt: AccumulatingRuntime<NodeId>,
+    config: CoreConfig,
+    foca_config: foca::Config,
+    rng: SmallRng,
+    /// Every other member we have reported, by name, in first-seen order.
+    members: IndexMap<Arc<str>, Record>,
+    outputs: VecDeque<Output>,
+    stats: Stats,
+    left: bool,
+    notice_seq: u64,
+    notices: IndexMap<u64, PendingNotice>,
+    /// The identity we last sent a notice about (None before the first).
+    announced: Option<NodeId>,
+}
+
+impl Node {
+    /// A node that is alone until it joins. `version` must grow across restarts of the same
+    /// name (the agent passes the wall clock in milliseconds); `seed` feeds every random
+    /// choice. Emits a `Join` event for itself and schedules its first timers.
+    pub fn new(
+        name: &str,
+        addr: SocketAddr,
+        version: u64,
+        tags: Tags,
+        config: CoreConfig,
+        seed: u64,
+    ) -> Result<Self, CommandError> {
+        let id = NodeId::new(name, addr, version, tags, &config.limits)?;
+        let foca_config = config.foca_config(1);
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let foca_rng = SmallRng::seed_from_u64(rng.random());
+        let foca = Foca::new(
+            id.clone(),
+            foca_config.clone(),
+            foca_rng,
+            ValidatingCodec::new(config.limits),
+        );
+        let mut node = Self {
+            foca,
+            rt: AccumulatingRuntime::new(),
+            config,
+            foca_config,
+            rng,
+            members: IndexMap::new(),
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+            left: false,
+            notice_seq: 0,
+            notices: IndexMap::new(),
+            announced: None,
+        };
+        node.emit(EventKind::Join, id, Status::Alive);
+        let first = node.jitter(node.config.push_pull_interval);
+        node.schedule(first, TimerEvent::PushPull);
+        Ok(node)
+    }
+
+    /// The next effect to carry out, in the order they arose. Drain until `None` after every
+    /// call into the node.
+    pub fn poll(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// This node's current identity.
+    pub fn identity(&self) -> &NodeId {
+        self.foca.identity()
+    }
+
+    /// This node as a member.
+    pub fn local(&self) -> MemberInfo {
+        MemberInfo {
+            id: self.identity().clone(),
+            status: if self.left {
+                Status::Left
+            } else {
+                Status::Alive
+            },
+        }
+    }
+
+    /// Every member this node knows, itself first, then in first-seen order. Failed and left
+    /// members stay listed until reaped.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let suspects: Vec<&NodeId> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Suspect)
+            .map(|m| m.id())
+            .collect();
+        let mut out = Vec::with_capacity(self.members.len() + 1);
+        out.push(self.local());
+        for r in self.members.values() {
+            let status = if r.status == Status::Alive && suspects.contains(&&r.id) {
+                Status::Suspect
+            } else {
+                r.status
+            };
+            out.push(MemberInfo {
+                id: r.id.clone(),
+                status,
+            });
+        }
+        out
+    }
+
+    /// Number of live members, this node included.
+    pub fn live_members(&self) -> usize {
+        self.foca.num_members() + usize::from(!self.left)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// True once some member has accepted us (we are in a cluster, not alone).
+    pub fn is_joined(&self) -> bool {
+        self.foca.num_members() > 0
+    }
+
+    /// True after [`Node::leave`].
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// True when no notice (leave, tag change) waits for an acknowledgement.
+    pub fn notices_settled(&self) -> bool {
+        self.notices.is_empty()
+    }
+
+    /// Sends our full state to each address and asks for theirs (Serf's join). Join completes
+    /// when one answers; [`Node::is_joined`] tells. Safe to repeat.
+    pub fn join(&mut self, addrs: &[SocketAddr]) -> Result<(), CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        let me = self.identity().addr();
+        for &to in addrs.iter().filter(|a| **a != me) {
+            self.send_full_state(to, true);
+        }
+        Ok(())
+    }
+
+    /// Replaces this node's tags. Returns false when they are unchanged. Every member reports
+    /// the change as a member update.
+    pub fn set_tags(&mut self, tags: Tags) -> Result<bool, CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        validate_tags(&tags, &self.config.limits)?;
+        if &tags == self.identity().tags() {
+            return Ok(false);
+        }
+        let new = self.identity().with_tags(tags);
+        self.foca
+            .change_identity(new.clone(), &mut self.rt)
+            .map_err(|e| CommandError::Protocol(e.to_string()))?;
+        self.drain_foca();
+        // A member that hears from the new identity answers it, which reconnects foca (an
+        // identity change leaves it waiting for the first message addressed to the new one).
+        if let Some(peer) = self.random_live_member() {
+            let _ = self.foca.announce(peer, &mut self.rt);
+        }
+        self.send_notice(Member::alive(new.clone()));
+        self.announced = Some(new.clone());
+        self.emit(EventKind::Update, new, Status::Alive);
+        self.drain_foca();
+        Ok(true)
+    }
+
+    /// Leaves the cluster gracefully: switches to the leaving identity, declares it down by
+    /// gossip and tells members directly, retransmitting until they acknowledge (see
+    /// [`Node::notices_settled`]). Afterwards the node only answers acknowledgements.
+    pub fn leave(&mut self) -> Result<(), CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        let leaving = self.identity().as_leaving();
+        self.foca
+            .change_identity(leaving.clone(), &mut self.rt)
+            .map_err(|e| CommandError::Protocol(e.to_string()))?;
+        self.foca
+            .leave_cluster(&mut self.rt)
+            .map_err(|e| CommandError::Protocol(e.to_string()))?;
+        self.left = true;
+        self.drain_foca();
+        self.send_notice(Member::down(leaving.clone()));
+        self.emit(EventKind::Leave, leaving, Status::Left);
+        Ok(())
+    }
+
+    /// Handles one datagram from `from`. A packet that is not ours, malformed or refused is
+    /// dropped, counted and returned as an error; nothing else changes then.
+    pub fn handle_packet(&mut self, from: SocketAddr, data: &[u8]) -> Result<(), DropReason> {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        let result = self.dispatch(from, data);
+        if let Err(reason) = &result {
+            self.stats.count_drop(reason);
+        }
+        self.drain_foca();
+        result
+    }
+
+    fn dispatch(&mut self, from: SocketAddr, data: &[u8]) -> Result<(), DropReason> {
+        let (kind, payload) = wire::open_envelope(data, self.config.packet_size_max.get())?;
+        match kind {
+            Kind::Foca => {
+                if self.left {
+                    return Ok(());
+                }
+                self.foca
+                    .handle_data(payload, &mut self.rt)
+                    .map_err(|e| match e {
+                        foca::Error::Decode(_)
+                        | foca::Error::MalformedPacket
+                        | foca::Error::DataTooBig => DropReason::Malformed(e.to_string()),
+                        other => DropReason::Protocol(other.to_string()),
+                    })
+            }
+            Kind::Sync => {
+                let sync = wire::decode_sync(payload, &self.config.limits)?;
+                if self.left {
+                    return Ok(());
+                }
+                self.apply(sync.members)?;
+                if sync.reply {
+                    self.send_full_state(from, false);
+                }
+                Ok(())
+            }
+            Kind::Notice => {
+                let notice = wire::decode_notice(payload, &self.config.limits)?;
+                if !self.left {
+                    self.apply(vec![notice.member])?;
+                }
+                let ack = wire::encode(Kind::NoticeAck, &NoticeAck { seq: notice.seq });
+                self.transmit(from, ack);
+                Ok(())
+            }
+            Kind::NoticeAck => {
+                let ack = wire::decode_notice_ack(payload)?;
+                if let Some(p) = self.notices.get_mut(&ack.seq) {
+                    p.targets.shift_remove(&from);
+                    if p.targets.is_empty() {
+                        self.notices.shift_remove(&ack.seq);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, members: Vec<Member<NodeId>>) -> Result<(), DropReason> {
+        self.foca
+            .apply_many(members.into_iter(), true, &mut self.rt)
+            .map_err(|e| DropReason::Protocol(e.to_string()))
+    }
+
+    /// Handles a timer scheduled through [`Output::Timer`].
+    pub fn handle_timer(&mut self, timer: TimerEvent) {
+        match timer {
+            TimerEvent::Foca(t) => {
+                let reaped = match &t {
+                    foca::Timer::RemoveDown(id) => Some(id.clone()),
+                    _ => None,
+                };
+                if !self.left {
+                    // Errors here are foca noticing a stale or out-of-order timer: nothing
+                    // to do but carry on.
+                    if let Err(e) = self.foca.handle_timer(t, &mut self.rt) {
+                        tracing::debug!(error = %e, "timer refused");
+                    }
+                }
+                if let Some(id) = reaped {
+                    self.reap(&id);
+                }
+            }
+            TimerEvent::PushPull => {
+                if !self.left {
+                    if let Some(peer) = self.random_live_member() {
+                        self.send_full_state(peer.addr(), true);
+                    }
+                    let n = self.live_members();
+                    let next = self.jitter(self.config.push_pull_interval_at(n));
+                    self.schedule(next, TimerEvent::PushPull);
+                }
+            }
+            TimerEvent::NoticeRetry(seq) => self.retry_notice(seq),
+            TimerEvent::AnnounceSelf => {
+                let me = self.identity().clone();
+                if !self.left && self.announced.as_ref() != Some(&me) {
+                    self.send_notice(Member::alive(me.clone()));
+                    self.announced = Some(me);
+                }
+            }
+        }
+        self.drain_foca();
+    }
+
+    fn reap(&mut self, id: &NodeId) {
+        let reap = matches!(self.members.get(id.name()),
+            Some(r) if &r.id == id && !r.status.is_live());
+        if reap && let Some(r) = self.members.shift_remove(id.name()) {
+            self.emit(EventKind::Reap, r.id, r.status);
+        }
+    }
+
+    // ----- notices -----
+
+    fn send_notice(&mut self, member: Member<NodeId>) {
+        self.notice_seq += 1;
+        let seq = self.notice_seq;
+        let data = wire::encode(Kind::Notice, &Notice { seq, member });
+        let mut targets: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|r| r.status.is_live())
+            .map(|r| r.id.addr())
+            .collect();
+        if targets.len() > self.config.notice_fanout {
+            // Partial Fisher-Yates: a uniform sample of `notice_fanout` members.
+            for i in 0..self.config.notice_fanout {
+                let j = self.rng.random_range(i..targets.len());
+                targets.swap(i, j);
+            }
+            targets.truncate(self.config.notice_fanout);
+        }
+        if targets.is_empty() {
+            return;
+        }
+        for &to in &targets {
+            self.transmit(to, data.clone());
+        }
+        self.notices.insert(
+            seq,
+            PendingNotice {
+                data,
+                targets: targets.into_iter().map(|t| (t, 1)).collect(),
+            },
+        );
+        self.schedule(self.config.notice_retry, TimerEvent::NoticeRetry(seq));
+    }
+
+    fn retry_notice(&mut self, seq: u64) {
+        let Some(mut p) = self.notices.shift_remove(&seq) else {
+            return;
+        };
+        let attempts_max = self.config.notice_attempts;
+        p.targets.retain(|_, n| *n < attempts_max);
+        if p.targets.is_empty() {
+            return;
+        }
+        let sends: Vec<SocketAddr> = p.targets.keys().copied().collect();
+        for to in sends {
+            self.transmit(to, p.data.clone());
+        }
+        p.targets.values_mut().for_each(|n| *n += 1);
+        self.notices.insert(seq, p);
+        self.schedule(self.config.notice_retry, TimerEvent::NoticeRetry(seq));
+    }
+
+    // ----- full-state sync -----
+
+    fn send_full_state(&mut self, to: SocketAddr, reply: bool) {
+        let me = Member::alive(self.identity().clone());
+        let encoded: Vec<Vec<u8>> = std::iter::once(&me)
+            .chain(self.foca.iter_membership_state())
+            .filter_map(|m| postcard::to_stdvec(m).ok())
+            .collect();
+        // Payload: reply flag, member count (varint), members. Leave room for both.
+        let budget = self.config.packet_size_max.get() - wire::ENVELOPE_LEN - 1 - 5;
+        let mut chunk: Vec<&[u8]> = Vec::new();
+        let mut size = 0;
+        let mut chunks = Vec::new();
+        for m in &encoded {
+            if m.len() > budget {
+                continue;
+            }
+            if size + m.len() > budget {
+                chunks.push(std::mem::take(&mut chunk));
+                size = 0;
+            }
+            size += m.len();
+            chunk.push(m);
+        }
+        if !chunk.is_empty() {
+            chunks.push(chunk);
+        }
+        for chunk in chunks {
+            let mut out = Vec::with_capacity(self.config.packet_size_max.get());
+            wire::put_envelope(&mut out, Kind::Sync);
+            out.push(u8::from(reply));
+            out.extend(postcard::to_stdvec(&chunk.len()).expect("varint of a usize"));
+            for m in chunk {
+                out.extend_from_slice(m);
+            }
+            self.transmit(to, out);
+        }
+    }
+
+    // ----- foca plumbing -----
+
+    fn drain_foca(&mut self) {
+        let mut membership_changed = false;
+        while let Some(n) = self.rt.to_notify() {
+            membership_changed |= self.on_notification(n);
+        }
+        while let Some((to, data)) = self.rt.to_send() {
+            let mut out = Vec::with_capacity(wire::ENVELOPE_LEN + data.len());
+            wire::put_envelope(&mut out, Kind::Foca);
+            out.extend_from_slice(&data);
+            self.transmit(to.addr(), out);
+        }
+        while let Some((after, timer)) = self.rt.to_schedule() {
+            self.schedule(after, TimerEvent::Foca(timer));
+        }
+        if membership_changed {
+            self.resize();
+        }
+    }
+
+    /// Applies one foca notification to the member table. Returns true when the set of live
+    /// members changed.
+    fn on_notification(&mut self, n: OwnedNotification<NodeId>) -> bool {
+        match n {
+            OwnedNotification::MemberUp(id) => {
+                if id.is_leaving() {
+                    self.mark_left(id);
+                    return true;
+                }
+                let was = self.members.get(id.name()).map(|r| r.status);
+                self.members.insert(
+                    id.name().into(),
+                    Record {
+                        id: id.clone(),
+                        status: Status::Alive,
+                    },
+                );
+                if was.is_none_or(|s| !s.is_live()) {
+                    self.emit(EventKind::Join, id, Status::Alive);
+                }
+                true
+            }
+            OwnedNotification::MemberDown(id) => {
+                if id.is_leaving() {
+                    self.mark_left(id);
+                } else if let Some(r) = self.members.get_mut(id.name()) {
+                    if r.status.is_live() {
+                        r.status = Status::Failed;
+                        r.id = id.clone();
+                        self.emit(EventKind::Failed, id, Status::Failed);
+                    }
+                }
+                true
+            }
+            OwnedNotification::Rename(old, new) => {
+                if new.is_leaving() {
+                    self.mark_left(new);
+                    return true;
+                }
+                if let Some(r) = self.members.get_mut(new.name()) {
+                    r.id = new.clone();
+                    // A live member with new tags or address is an update; a member that was
+                    // down and is back gets MemberUp right after this, hence a join.
+                    if r.status.is_live() && (old.tags() != new.tags() || old.addr() != new.addr())
+                    {
+                        self.emit(EventKind::Update, new, Status::Alive);
+                    }
+                }
+                false
+            }
+            OwnedNotification::Active => {
+                if !self.left && self.announced.as_ref() != Some(self.identity()) {
+                    self.schedule(self.config.announce_delay, TimerEvent::AnnounceSelf);
+                }
+                false
+            }
+            OwnedNotification::Idle => false,
+            OwnedNotification::Defunct => {
+                if !self.left {
+                    tracing::warn!("declared down by the cluster and cannot rejoin by itself");
+                }
+                false
+            }
+            OwnedNotification::Rejoin(id) => {
+                tracing::info!(identity = ?id, "was declared down; rejoined under a new version");
+                false
+            }
+        }
+    }
+
+    fn mark_left(&mut self, id: NodeId) {
+        let was = self.members.get(id.name()).map(|r| r.status);
+        self.members.insert(
+            id.name().into(),
+            Record {
+                id: id.clone(),
+                status: Status::Left,
+            },
+        );
+        // Serf reports a failed member that turns out to have left as a leave too.
+        if matches!(was, Some(Status::Alive | Status::Suspect | Status::Failed)) {
+            self.emit(EventKind::Leave, id, Status::Left);
+        }
+    }
+
+    /// Retunes foca (transmissions per update, suspicion timeout) for the cluster size.
+    fn resize(&mut self) {
+        let wanted = self.config.foca_config(self.live_members());
+        if wanted.max_transmissions != self.foca_config.max_transmissions
+            || wanted.suspect_to_down_after != self.foca_config.suspect_to_down_after
+        {
+            if self.foca.set_config(wanted.clone()).is_ok() {
+                self.foca_config = wanted;
+            }
+        }
+    }
+
+    fn random_live_member(&mut self) -> Option<NodeId> {
+        let n = self.foca.num_members();
+        if n == 0 {
+            return None;
+        }
+        let i = self.rng.random_range(0..n);
+        self.foca.iter_members().nth(i).map(|m| m.id().clone())
+    }
+
+    fn jitter(&mut self, d: Duration) -> Duration {
+        // +-10 %, so periodic work of many nodes does not line up.
+        let f = self.rng.random_range(0.9..1.1);
+        d.mul_f64(f)
+    }
+
+    fn emit(&mut self, kind: EventKind, id: NodeId, status: Status) {
+        self.outputs.push_back(Output::Event(MemberEvent {
+            kind,
+            member: MemberInfo { id, status },
+        }));
+    }
+
+    fn schedule(&mut self, after: Duration, timer: TimerEvent) {
+        self.outputs.push_back(Output::Timer { after, timer });
+    }
+
+    fn transmit(&mut self, to: SocketAddr, data: Vec<u8>) {
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += data.len() as u64;
+        self.outputs.push_back(Output::Transmit { to, data });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(name: &str, seed: u64) -> Node {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + seed as u16));
+        Node::new(name, addr, 1, Tags::new(), CoreConfig::default(), seed).unwrap()
+    }
+
+    fn drain(n: &mut Node) -> Vec<Output> {
+        std::iter::from_fn(|| n.poll()).collect()
+    }
+
+    #[test]
+    fn a_new_node_reports_its_own_join_and_schedules_push_pull() {
+        let mut n = node("a", 1);
+        let out = drain(&mut n);
+        assert!(
+            matches!(&out[0], Output::Event(e) if e.kind == EventKind::Join && e.member.name() == "a")
+        );
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Timer {
+                timer: TimerEvent::PushPull,
+                ..
+            }
+        )));
+        assert_eq!(n.members().len(), 1);
+    }
+
+    #[test]
+    fn join_is_a_full_state_exchange() {
+        let mut a = node("a", 1);
+        let mut b = node("b", 2);
+        drain(&mut a);
+        drain(&mut b);
+        a.join(&[b.identity().addr()]).unwrap();
+        let to_b: Vec<Vec<u8>> = drain(&mut a)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Transmit { data, .. } => Some(data),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(to_b.len(), 1);
+        b.handle_packet(a.identity().addr(), &to_b[0]).unwrap();
+        let out = drain(&mut b);
+        assert!(out.iter().any(
+            |o| matches!(o, Output::Event(e) if e.kind == EventKind::Join && e.member.name() == "a")
+        ));
+        let reply = out
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Transmit { data, .. } if data[3] == Kind::Sync as u8 => Some(data),
+                _ => None,
+            })
+            .expect("b answers with its state");
+        a.handle_packet(b.identity().addr(), &reply).unwrap();
+        assert!(a.is_joined());
+        assert_eq!(a.members().len(), 2);
+    }
+
+    #[test]
+    fn bad_tags_are_refused_without_change() {
+        let mut a = node("a", 1);
+        let before = a.identity().clone();
+        let bad = Tags::from([("k".into(), "line\nbreak".into())]);
+        assert!(matches!(a.set_tags(bad), Err(CommandError::Invalid(_))));
+        assert_eq!(a.identity(), &before);
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_are_dropped_and_counted(data in proptest::collection::vec(any::<u8>(), 0..4000)) {
+            let mut a = node("a", 1);
+            drain(&mut a);
+            let from = SocketAddr::from(([127, 0, 0, 9], 9));
+            let r = a.handle_packet(from, &data);
+            let s = a.stats();
+            prop_assert_eq!(s.packets_in, 1);
+            prop_assert_eq!(s.dropped(), u64::from(r.is_err()));
+        }
+
+        #[test]
+        fn random_payloads_behind_a_valid_envelope_never_panic(
+            kind in 0u8..5,
+            payload in proptest::collection::vec(any::<u8>(), 0..3000),
+        ) {
+            let mut a = node("a", 1);
+            drain(&mut a);
+            let mut data = vec![b'G', b'A', wire::VERSION, kind];
+            data.extend(payload);
+            let _ = a.handle_packet(SocketAddr::from(([127, 0, 0, 9], 9)), &data);
+            drain(&mut a);
+        }
+    }
+}
