@@ -1,1 +1,216 @@
-fn main() {}
+//! The `gossip-agent` binary: parses the command line, runs the agent or one control API call,
+//! and maps errors to exit codes (2: bad flags or config; 1: anything else).
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gossip_runtime::api::{
+    InfoResponse, JoinRequest, JoinResponse, LeaveResponse, MemberFilter, MembersResponse,
+    TagsRequest, TagsResponse, members_text,
+};
+use gossip_runtime::client::Client;
+use gossip_runtime::config::parse_tag;
+use gossip_runtime::{AgentConfig, ClientError, Overrides};
+
+use cli::{Cli, Command, Format};
+
+fn main() -> ExitCode {
+    let args = cli::with_default_subcommand(std::env::args().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line, naming the flag: clap's first line says which and why.
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Agent(a) => run_agent(&runtime, a),
+        other => match runtime.block_on(client_command(other)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code() as u8)
+            }
+        },
+    }
+}
+
+fn run_agent(runtime: &tokio::runtime::Runtime, a: cli::AgentArgs) -> ExitCode {
+    // GOSSIP_TAGS holds K=V,K=V; flags come after it, so a flag wins on the same key.
+    let mut tags: Vec<String> = std::env::var("GOSSIP_TAGS")
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    tags.extend(a.tags);
+    let overrides = Overrides {
+        node: a.node,
+        bind: a.bind,
+        advertise: a.advertise,
+        rpc_addr: a.rpc_addr,
+        role: a.role,
+        tags,
+        join: a.join,
+        profile: a.profile,
+        config_file: a.config,
+        log_level: a.log_level,
+    };
+    let config = match AgentConfig::resolve(overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log_level);
+    match runtime.block_on(gossip_runtime::agent::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "warn,gossip_agent={level},gossip_runtime={level},gossip_core={level}"
+        ))
+    });
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .compact()
+        .init();
+}
+
+async fn client_command(cmd: Command) -> Result<(), ClientError> {
+    match cmd {
+        Command::Agent(_) => unreachable!("handled by main"),
+        Command::Members(m) => {
+            let filter = MemberFilter::new(
+                m.status.as_deref(),
+                m.name.as_deref(),
+                m.role.as_deref(),
+                &m.tags,
+            )
+            .map_err(ClientError::Usage)?;
+            let mut resp: MembersResponse = Client::new(m.rpc.rpc_addr).get("/v1/members").await?;
+            resp.members.retain(|x| filter.matches(x));
+            match m.format {
+                Format::Json => println!("{}", to_json(&resp)),
+                Format::Text => print!("{}", members_text(&resp.members)),
+            }
+        }
+        Command::Join(j) => {
+            let resp: JoinResponse = Client::new(j.rpc.rpc_addr)
+                .post("/v1/join", &JoinRequest { targets: j.targets })
+                .await?;
+            println!(
+                "Successfully joined cluster by contacting {} nodes.",
+                resp.joined.len()
+            );
+        }
+        Command::Leave(r) => {
+            let resp: LeaveResponse = Client::new(r.rpc_addr).post("/v1/leave", &()).await?;
+            if resp.acknowledged {
+                println!("Graceful leave complete");
+            } else {
+                println!("Left, but not every member acknowledged before the timeout");
+            }
+        }
+        Command::Tags(t) => {
+            if t.set.is_empty() && t.delete.is_empty() {
+                return Err(ClientError::Usage(
+                    "tags: give --set K=V or --delete K".into(),
+                ));
+            }
+            let mut req = TagsRequest::default();
+            for kv in &t.set {
+                let (k, v) =
+                    parse_tag(kv).map_err(|e| ClientError::Usage(format!("invalid --set: {e}")))?;
+                req.set.insert(k, v);
+            }
+            req.delete = t.delete;
+            let resp: TagsResponse = Client::new(t.rpc.rpc_addr).post("/v1/tags", &req).await?;
+            println!("Successfully updated agent tags");
+            for (k, v) in &resp.tags {
+                println!("{k}={v}");
+            }
+        }
+        Command::Info(i) => {
+            let resp: InfoResponse = Client::new(i.rpc.rpc_addr).get("/v1/info").await?;
+            match i.format {
+                Format::Json => println!("{}", to_json(&resp)),
+                Format::Text => print_info(&resp),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+fn print_info(i: &InfoResponse) {
+    let tags: Vec<String> = i
+        .node
+        .tags
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!("agent:");
+    println!("\tname = {}", i.node.name);
+    println!("\taddr = {}", i.node.addr);
+    println!("\tstatus = {}", i.node.status);
+    println!("\ttags = {}", tags.join(","));
+    println!("\tversion = {}", i.version);
+    println!("\tprofile = {}", i.profile);
+    println!("\trpc_addr = {}", i.rpc_addr);
+    println!("\tuptime_secs = {}", i.uptime_secs);
+    println!("\tjoined = {}", i.joined);
+    println!("members:");
+    for (status, n) in &i.members {
+        println!("\t{status} = {n}");
+    }
+    let s = &i.stats;
+    println!("gossip:");
+    println!("\tpackets_in = {}", s.packets_in);
+    println!("\tbytes_in = {}", s.bytes_in);
+    println!("\tpackets_out = {}", s.packets_out);
+    println!("\tbytes_out = {}", s.bytes_out);
+    println!("\tdropped = {}", s.dropped());
+    println!("\tdropped_oversize = {}", s.dropped_oversize);
+    println!("\tdropped_foreign = {}", s.dropped_foreign);
+    println!("\tdropped_version = {}", s.dropped_version);
+    println!("\tdropped_malformed = {}", s.dropped_malformed);
+    println!("\tdropped_protocol = {}", s.dropped_protocol);
+}

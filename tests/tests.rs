@@ -1,1 +1,6 @@
+//! Integration tests: they spawn the built `gossip-agent` binary on loopback addresses.
 
+mod util;
+
+mod agent;
+mod cli;

@@ -63,7 +63,7 @@ pub enum Output {
 }
 
 /// Counters of traffic and dropped input, for `info` and the benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Datagrams received.
     pub packets_in: u64,
@@ -136,7 +136,12 @@ pub struct Node {
     notices: IndexMap<u64, PendingNotice>,
     /// The identity we last sent a notice about (None before the first).
     announced: Option<NodeId>,
+    /// Addresses that answered a join or push-pull with their state, oldest first (bounded).
+    answered: indexmap::IndexSet<SocketAddr>,
 }
+
+/// How many answering addresses [`Node::has_answered`] remembers.
+const ANSWERED_MAX: usize = 256;
 
 impl Node {
     /// A node that is alone until it joins. `version` must grow across restarts of the same
@@ -173,6 +178,7 @@ impl Node {
             notice_seq: 0,
             notices: IndexMap::new(),
             announced: None,
+            answered: indexmap::IndexSet::new(),
         };
         node.emit(EventKind::Join, id, Status::Alive);
         let first = node.jitter(node.config.push_pull_interval);
@@ -246,6 +252,11 @@ impl Node {
     /// True once some member has accepted us (we are in a cluster, not alone).
     pub fn is_joined(&self) -> bool {
         self.foca.num_members() > 0
+    }
+
+    /// True when `addr` answered a join (or push-pull) with its state.
+    pub fn has_answered(&self, addr: SocketAddr) -> bool {
+        self.answered.contains(&addr)
     }
 
     /// True after [`Node::leave`].
@@ -356,6 +367,12 @@ impl Node {
                 self.apply(sync.members)?;
                 if sync.reply {
                     self.send_full_state(from, false);
+                } else {
+                    self.answered.shift_remove(&from);
+                    self.answered.insert(from);
+                    if self.answered.len() > ANSWERED_MAX {
+                        self.answered.shift_remove_index(0);
+                    }
                 }
                 Ok(())
             }
@@ -575,12 +592,12 @@ impl Node {
             OwnedNotification::MemberDown(id) => {
                 if id.is_leaving() {
                     self.mark_left(id);
-                } else if let Some(r) = self.members.get_mut(id.name()) {
-                    if r.status.is_live() {
-                        r.status = Status::Failed;
-                        r.id = id.clone();
-                        self.emit(EventKind::Failed, id, Status::Failed);
-                    }
+                } else if let Some(r) = self.members.get_mut(id.name())
+                    && r.status.is_live()
+                {
+                    r.status = Status::Failed;
+                    r.id = id.clone();
+                    self.emit(EventKind::Failed, id, Status::Failed);
                 }
                 true
             }
@@ -638,12 +655,10 @@ impl Node {
     /// Retunes foca (transmissions per update, suspicion timeout) for the cluster size.
     fn resize(&mut self) {
         let wanted = self.config.foca_config(self.live_members());
-        if wanted.max_transmissions != self.foca_config.max_transmissions
-            || wanted.suspect_to_down_after != self.foca_config.suspect_to_down_after
-        {
-            if self.foca.set_config(wanted.clone()).is_ok() {
-                self.foca_config = wanted;
-            }
+        let changed = wanted.max_transmissions != self.foca_config.max_transmissions
+            || wanted.suspect_to_down_after != self.foca_config.suspect_to_down_after;
+        if changed && self.foca.set_config(wanted.clone()).is_ok() {
+            self.foca_config = wanted;
         }
     }
 

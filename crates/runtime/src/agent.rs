@@ -1,0 +1,427 @@
+//! The agent: drives one [`gossip_core::Node`] with a UDP socket, a timer heap, signals, a
+//! join retry loop and the control API, on a single-threaded tokio runtime.
+//!
+//! One task owns the node. Everything else (control API requests, the join loop) talks to it
+//! through [`Command`]s, so the core is never shared and never locked. Timers are delivered
+//! in deadline order, ties in the order the core asked for them.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gossip_core::{MemberEvent, MemberInfo, Node, Output, TimerEvent};
+use rand::Rng;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::api::{InfoResponse, LeaveResponse, MemberJson, TagsRequest, TagsResponse};
+use crate::config::{AgentConfig, TagOverlay};
+use crate::control;
+use crate::error::AgentError;
+use crate::resolve::Resolver;
+
+/// A request to the task that owns the node.
+#[derive(Debug)]
+pub enum Command {
+    /// Every known member.
+    Members(oneshot::Sender<Vec<MemberInfo>>),
+    /// Agent information.
+    Info(oneshot::Sender<InfoResponse>),
+    /// Send a join (full-state exchange) to these addresses.
+    Join(Vec<SocketAddr>),
+    /// Which of these addresses answered a join.
+    Answered(Vec<SocketAddr>, oneshot::Sender<Vec<SocketAddr>>),
+    /// Edit tags.
+    Tags(TagsRequest, oneshot::Sender<Result<TagsResponse, String>>),
+    /// Leave the cluster and stop; answered once the leave went out.
+    Leave(oneshot::Sender<LeaveResponse>),
+}
+
+struct Due {
+    at: Instant,
+    seq: u64,
+    timer: TimerEvent,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Due {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Runs the agent until it leaves (signal or `leave` command). Returns once the leave has
+/// been acknowledged or the leave timeout passed.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let started = Instant::now();
+    let socket = UdpSocket::bind(config.bind)
+        .await
+        .map_err(|source| AgentError::Bind {
+            what: "gossip",
+            addr: config.bind,
+            source,
+        })?;
+    let bound = socket.local_addr()?;
+    let advertise = SocketAddr::new(
+        advertise_ip(&config),
+        config.advertise_port.unwrap_or(bound.port()),
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.rpc_addr)
+        .await
+        .map_err(|source| AgentError::Bind {
+            what: "control API",
+            addr: config.rpc_addr,
+            source,
+        })?;
+    let rpc_addr = listener.local_addr()?;
+
+    let version = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let seed = rand::make_rng::<rand::rngs::SmallRng>().next_u64();
+    let node = Node::new(
+        &config.node,
+        advertise,
+        version,
+        config.tags.clone(),
+        config.core.clone(),
+        seed,
+    )?;
+    tracing::info!(
+        node = %config.node, bind = %bound, advertise = %advertise, rpc = %rpc_addr,
+        profile = %config.core.profile, "agent started"
+    );
+
+    let resolver = Arc::new(Resolver::new());
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
+    let (joined_tx, joined_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let server = tokio::spawn(control::serve(
+        listener,
+        control::State {
+            commands: cmd_tx.clone(),
+            resolver: resolver.clone(),
+        },
+        stop_rx,
+    ));
+    if !config.join.is_empty() {
+        tokio::spawn(join_loop(
+            config.join.clone(),
+            config.retry_join_max,
+            resolver,
+            cmd_tx.clone(),
+            joined_rx,
+        ));
+    }
+
+    let mut driver = Driver {
+        node,
+        socket,
+        timers: BinaryHeap::new(),
+        seq: 0,
+        config,
+        overlay: TagOverlay::default(),
+        started,
+        rpc_addr,
+        joined_tx,
+        leave_waiters: Vec::new(),
+        leave_deadline: None,
+    };
+    let result = driver.run(cmd_rx).await;
+    // Let the control API answer what is in flight (a `leave` waits for its answer).
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    result
+}
+
+struct Driver {
+    node: Node,
+    socket: UdpSocket,
+    timers: BinaryHeap<Due>,
+    seq: u64,
+    config: AgentConfig,
+    overlay: TagOverlay,
+    started: Instant,
+    rpc_addr: SocketAddr,
+    joined_tx: watch::Sender<bool>,
+    leave_waiters: Vec<oneshot::Sender<LeaveResponse>>,
+    leave_deadline: Option<Instant>,
+}
+
+impl Driver {
+    async fn run(&mut self, mut commands: mpsc::Receiver<Command>) -> Result<(), AgentError> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut buf = vec![0u8; self.node.config().packet_size_max.get() + 1];
+        self.flush().await;
+        loop {
+            let next = [self.timers.peek().map(|d| d.at), self.leave_deadline]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((len, from)) => {
+                        if let Err(reason) = self.node.handle_packet(from, &buf[..len]) {
+                            tracing::debug!(%from, %reason, "packet dropped");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "receive failed"),
+                },
+                () = sleep => self.fire_timers(),
+                Some(cmd) = commands.recv() => self.command(cmd),
+                _ = sigterm.recv() => self.start_leave("SIGTERM"),
+                _ = sigint.recv() => self.start_leave("SIGINT"),
+                _ = sighup.recv() => self.reload(),
+            }
+            self.flush().await;
+            if self.leave_finished() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while self.timers.peek().is_some_and(|d| d.at <= now) {
+            let due = self.timers.pop().expect("peeked");
+            self.node.handle_timer(due.timer);
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Members(reply) => {
+                let _ = reply.send(self.node.members());
+            }
+            Command::Info(reply) => {
+                let _ = reply.send(self.info());
+            }
+            Command::Join(addrs) => {
+                if let Err(e) = self.node.join(&addrs) {
+                    tracing::warn!(error = %e, "join refused");
+                }
+            }
+            Command::Answered(addrs, reply) => {
+                let ok = addrs
+                    .into_iter()
+                    .filter(|a| self.node.has_answered(*a))
+                    .collect();
+                let _ = reply.send(ok);
+            }
+            Command::Tags(req, reply) => {
+                let mut overlay = self.overlay.clone();
+                overlay.edit(&req.set, &req.delete);
+                let tags = overlay.apply(&self.config.tags);
+                let r = match self.node.set_tags(tags) {
+                    Ok(changed) => {
+                        self.overlay = overlay;
+                        Ok(TagsResponse {
+                            tags: self.node.identity().tags().clone(),
+                            changed,
+                        })
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Leave(reply) => {
+                self.leave_waiters.push(reply);
+                self.start_leave("leave command");
+            }
+        }
+    }
+
+    fn info(&self) -> InfoResponse {
+        let members = self.node.members();
+        let mut counts = BTreeMap::new();
+        for m in &members {
+            *counts.entry(m.status.as_str().to_string()).or_insert(0) += 1;
+        }
+        InfoResponse {
+            node: MemberJson::from(&self.node.local()),
+            version: self.node.identity().version(),
+            profile: self.config.core.profile.to_string(),
+            rpc_addr: self.rpc_addr.to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            joined: self.node.is_joined(),
+            members: counts,
+            stats: self.node.stats(),
+        }
+    }
+
+    fn start_leave(&mut self, why: &str) {
+        if self.node.has_left() {
+            return;
+        }
+        tracing::info!(reason = why, "leaving the cluster");
+        if let Err(e) = self.node.leave() {
+            tracing::warn!(error = %e, "leave failed");
+        }
+        self.leave_deadline = Some(Instant::now() + self.config.leave_timeout);
+    }
+
+    /// True once a leave has been acknowledged by every notified member, or timed out.
+    fn leave_finished(&mut self) -> bool {
+        let Some(deadline) = self.leave_deadline else {
+            return false;
+        };
+        let acknowledged = self.node.notices_settled();
+        if !acknowledged && Instant::now() < deadline {
+            return false;
+        }
+        if acknowledged {
+            tracing::info!("leave acknowledged; exiting");
+        } else {
+            tracing::warn!("leave not acknowledged by every member before the timeout; exiting");
+        }
+        for w in self.leave_waiters.drain(..) {
+            let _ = w.send(LeaveResponse { acknowledged });
+        }
+        true
+    }
+
+    fn reload(&mut self) {
+        let Some(path) = self.config.config_file.clone() else {
+            tracing::info!("SIGHUP: no config file to reload");
+            return;
+        };
+        match AgentConfig::resolve(self.config.overrides.clone()) {
+            Ok(new) => {
+                let tags = self.overlay.apply(&new.tags);
+                self.config.tags = new.tags;
+                match self.node.set_tags(tags) {
+                    Ok(changed) => {
+                        tracing::info!(file = %path.display(), tags_changed = changed, "config reloaded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reloaded tags refused; keeping the old ones")
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reload failed; keeping the running config"),
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(out) = self.node.poll() {
+            match out {
+                Output::Transmit { to, data } => {
+                    if let Err(e) = self.socket.send_to(&data, to).await {
+                        tracing::debug!(%to, error = %e, "send failed");
+                    }
+                }
+                Output::Timer { after, timer } => {
+                    self.seq += 1;
+                    self.timers.push(Due {
+                        at: Instant::now() + after,
+                        seq: self.seq,
+                        timer,
+                    });
+                }
+                Output::Event(e) => log_event(&e),
+            }
+        }
+        self.joined_tx.send_if_modified(|j| {
+            let now = self.node.is_joined();
+            std::mem::replace(j, now) != now
+        });
+    }
+}
+
+fn log_event(e: &MemberEvent) {
+    let tags: Vec<String> = e
+        .member
+        .tags()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    tracing::info!(
+        event = e.kind.serf_name(),
+        member = e.member.name(),
+        addr = %e.member.addr(),
+        tags = %tags.join(","),
+        "member event"
+    );
+}
+
+/// Joins with backoff (200 ms doubling up to `max`), resolving the targets again each time,
+/// until some member has accepted this node.
+async fn join_loop(
+    targets: Vec<crate::config::JoinTarget>,
+    max: Duration,
+    resolver: Arc<Resolver>,
+    commands: mpsc::Sender<Command>,
+    mut joined: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if *joined.borrow() {
+            return;
+        }
+        let addrs = resolver.resolve_all(&targets).await;
+        if !addrs.is_empty() {
+            tracing::debug!(?addrs, "joining");
+            if commands.send(Command::Join(addrs)).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            r = joined.wait_for(|j| *j) => {
+                if r.is_ok() {
+                    tracing::info!("joined the cluster");
+                }
+                return;
+            }
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+/// The advertised IP: `--advertise`, else the bind IP unless unspecified, else the first
+/// non-loopback IPv4 address of an interface that is up, else 127.0.0.1.
+fn advertise_ip(config: &AgentConfig) -> IpAddr {
+    if let Some(ip) = config.advertise_ip {
+        return ip;
+    }
+    if !config.bind.ip().is_unspecified() {
+        return config.bind.ip();
+    }
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let up = a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+            if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in())
+                && up
+                && !sin.ip().is_loopback()
+            {
+                return IpAddr::V4(sin.ip());
+            }
+        }
+    }
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}

@@ -1,0 +1,232 @@
+//! The control API's request and response bodies (JSON over HTTP on `--rpc-addr`), shared by
+//! the server in the agent and the client in the CLI, and the member filters of `members`.
+//!
+//! | method and path   | body                         | answer            |
+//! |-------------------|------------------------------|-------------------|
+//! | `GET /v1/members` |                              | [`MembersResponse`] |
+//! | `GET /v1/info`    |                              | [`InfoResponse`]  |
+//! | `POST /v1/join`   | [`JoinRequest`]              | [`JoinResponse`]  |
+//! | `POST /v1/tags`   | [`TagsRequest`]              | [`TagsResponse`]  |
+//! | `POST /v1/leave`  |                              | [`LeaveResponse`] |
+//!
+//! Errors answer 4xx/5xx with an [`ErrorResponse`].
+
+use std::collections::BTreeMap;
+
+use gossip_core::{MemberInfo, Stats, Tags};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// One member, in the shape of `serf members -format json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberJson {
+    /// Node name.
+    pub name: String,
+    /// `IP:PORT`.
+    pub addr: String,
+    /// Gossip port.
+    pub port: u16,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// alive, suspect, failed or left.
+    pub status: String,
+}
+
+impl From<&MemberInfo> for MemberJson {
+    fn from(m: &MemberInfo) -> Self {
+        Self {
+            name: m.name().to_string(),
+            addr: m.addr().to_string(),
+            port: m.addr().port(),
+            tags: m.tags().clone(),
+            status: m.status.as_str().to_string(),
+        }
+    }
+}
+
+/// `GET /v1/members`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembersResponse {
+    /// This node first, then the others in first-seen order.
+    pub members: Vec<MemberJson>,
+}
+
+/// `GET /v1/info`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InfoResponse {
+    /// This node.
+    pub node: MemberJson,
+    /// Identity version.
+    pub version: u64,
+    /// Timing profile.
+    pub profile: String,
+    /// Control API address.
+    pub rpc_addr: String,
+    /// Seconds since the agent started.
+    pub uptime_secs: u64,
+    /// Whether some member has accepted this node.
+    pub joined: bool,
+    /// Members by status, this node included.
+    pub members: BTreeMap<String, usize>,
+    /// Traffic and drop counters.
+    pub stats: Stats,
+}
+
+/// `POST /v1/join`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// `HOST[:PORT]` targets; names are resolved to every address they have.
+    pub targets: Vec<String>,
+}
+
+/// Answer to [`JoinRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// Addresses that answered with their state.
+    pub joined: Vec<String>,
+    /// Addresses contacted.
+    pub contacted: Vec<String>,
+}
+
+/// `POST /v1/tags`: sets, then deletes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TagsRequest {
+    /// Tags to set.
+    #[serde(default)]
+    pub set: Tags,
+    /// Tag keys to delete.
+    #[serde(default)]
+    pub delete: Vec<String>,
+}
+
+/// Answer to [`TagsRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TagsResponse {
+    /// The tags now advertised.
+    pub tags: Tags,
+    /// Whether they changed.
+    pub changed: bool,
+}
+
+/// Answer to `POST /v1/leave`, sent once the leave has gone out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaveResponse {
+    /// True when every notified member acknowledged within the leave timeout.
+    pub acknowledged: bool,
+}
+
+/// Body of an error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// Filters of `members`: each is a regular expression that must match the whole value, as in
+/// Serf.
+#[derive(Debug, Default)]
+pub struct MemberFilter {
+    status: Option<Regex>,
+    name: Option<Regex>,
+    tags: Vec<(String, Regex)>,
+}
+
+impl MemberFilter {
+    /// Builds a filter; `tags` holds `KEY=REGEX` items, `role` is the `role` tag.
+    pub fn new(
+        status: Option<&str>,
+        name: Option<&str>,
+        role: Option<&str>,
+        tags: &[String],
+    ) -> Result<Self, String> {
+        let re = |what: &str, s: &str| {
+            Regex::new(&format!("^(?:{s})$")).map_err(|e| {
+                format!(
+                    "invalid {what} pattern {s:?}: {}",
+                    e.to_string().lines().last().unwrap_or("")
+                )
+            })
+        };
+        let mut out = Self {
+            status: status.map(|s| re("--status", s)).transpose()?,
+            name: name.map(|s| re("--name", s)).transpose()?,
+            tags: Vec::new(),
+        };
+        if let Some(r) = role {
+            out.tags.push(("role".into(), re("--role", r)?));
+        }
+        for kv in tags {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("invalid --tag {kv:?}: expected KEY=REGEX"))?;
+            out.tags.push((k.to_string(), re("--tag", v)?));
+        }
+        Ok(out)
+    }
+
+    /// True when `m` passes every filter. A tag filter on a missing tag fails.
+    pub fn matches(&self, m: &MemberJson) -> bool {
+        self.status.as_ref().is_none_or(|r| r.is_match(&m.status))
+            && self.name.as_ref().is_none_or(|r| r.is_match(&m.name))
+            && self
+                .tags
+                .iter()
+                .all(|(k, r)| m.tags.get(k).is_some_and(|v| r.is_match(v)))
+    }
+}
+
+/// Serf's text layout: name, address, status, tags as `k=v,k=v`, in aligned columns.
+pub fn members_text(members: &[MemberJson]) -> String {
+    let w_name = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
+    let w_addr = members.iter().map(|m| m.addr.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for m in members {
+        let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let line = format!(
+            "{:w_name$}  {:w_addr$}  {:7}  {}",
+            m.name,
+            m.addr,
+            m.status,
+            tags.join(",")
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, status: &str, role: &str) -> MemberJson {
+        MemberJson {
+            name: name.into(),
+            addr: "10.0.0.1:7946".into(),
+            port: 7946,
+            tags: BTreeMap::from([("role".into(), role.into())]),
+            status: status.into(),
+        }
+    }
+
+    #[test]
+    fn filters_are_anchored_regexes() {
+        let f = MemberFilter::new(Some("alive"), None, Some("app.*"), &[]).unwrap();
+        assert!(f.matches(&m("a", "alive", "appserver")));
+        assert!(!f.matches(&m("a", "failed", "appserver")));
+        assert!(!f.matches(&m("a", "alive", "webapp")));
+        let f = MemberFilter::new(None, None, None, &["zone=.*".into()]).unwrap();
+        assert!(!f.matches(&m("a", "alive", "x")), "missing tag fails");
+        assert!(MemberFilter::new(None, None, None, &["nokv".into()]).is_err());
+        assert!(MemberFilter::new(Some("("), None, None, &[]).is_err());
+    }
+
+    #[test]
+    fn text_layout_is_aligned() {
+        let t = members_text(&[m("a", "alive", "x"), m("bbbb", "left", "y")]);
+        assert_eq!(
+            t,
+            "a     10.0.0.1:7946  alive    role=x\nbbbb  10.0.0.1:7946  left     role=y\n"
+        );
+    }
+}

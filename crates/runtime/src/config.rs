@@ -1,0 +1,470 @@
+//! Agent configuration: built-in defaults, then a TOML file, then environment variables and
+//! flags (the CLI resolves those two, flags winning), into one resolved [`AgentConfig`].
+//! Every error names the field or flag at fault.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gossip_core::{CoreConfig, Limits, Profile, ROLE_TAG, Tags, identity};
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Gossip port used when `--bind`, `--advertise` or `--join` gives none.
+pub const DEFAULT_PORT: u16 = 7946;
+/// Default control API address.
+pub const DEFAULT_RPC: &str = "127.0.0.1:7373";
+
+/// The config file, as written. Every field is optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Node name.
+    pub node: Option<String>,
+    /// Gossip bind address, `IP:PORT`.
+    pub bind: Option<String>,
+    /// Advertised address, `IP` or `IP:PORT`.
+    pub advertise: Option<String>,
+    /// Control API address.
+    pub rpc_addr: Option<String>,
+    /// The `role` tag.
+    pub role: Option<String>,
+    /// Other tags.
+    pub tags: Option<Tags>,
+    /// Join targets, `HOST[:PORT]`.
+    pub join: Option<Vec<String>>,
+    /// Timing profile: lan, local or wan.
+    pub profile: Option<String>,
+    /// Log level: error, warn, info, debug or trace.
+    pub log_level: Option<String>,
+    /// How long failed and left members stay listed, in seconds.
+    pub reap_after_secs: Option<u64>,
+    /// Upper bound of the join retry backoff, in seconds.
+    pub retry_join_max_secs: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            // toml's message spans lines (it quotes the source); keep the first.
+            message: e
+                .message()
+                .lines()
+                .next()
+                .unwrap_or("parse error")
+                .to_string()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+        })
+    }
+}
+
+/// Values from flags and environment variables (already merged by the CLI: a flag beats its
+/// variable). `None` or empty means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--node` / `GOSSIP_NODE`.
+    pub node: Option<String>,
+    /// `--bind` / `GOSSIP_BIND`.
+    pub bind: Option<String>,
+    /// `--advertise` / `GOSSIP_ADVERTISE`.
+    pub advertise: Option<String>,
+    /// `--rpc-addr` / `GOSSIP_RPC_ADDR`.
+    pub rpc_addr: Option<String>,
+    /// `--role` / `GOSSIP_ROLE`.
+    pub role: Option<String>,
+    /// `--tag K=V` / `GOSSIP_TAG`.
+    pub tags: Vec<String>,
+    /// `--join` / `GOSSIP_JOIN`.
+    pub join: Vec<String>,
+    /// `--profile` / `GOSSIP_PROFILE`.
+    pub profile: Option<String>,
+    /// `--config` / `GOSSIP_CONFIG`.
+    pub config_file: Option<PathBuf>,
+    /// `--log-level` / `GOSSIP_LOG_LEVEL`.
+    pub log_level: Option<String>,
+}
+
+/// A `--join` target: a host name or IP, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTarget {
+    /// Host name or IP literal.
+    pub host: String,
+    /// Port (7946 when not given).
+    pub port: u16,
+}
+
+impl std::fmt::Display for JoinTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for JoinTarget {
+    type Err = String;
+
+    /// `host`, `host:port`, `ip`, `ip:port`, `[v6]:port` or a bare IPv6 address.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty join target".into());
+        }
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return Ok(Self {
+                host: sa.ip().to_string(),
+                port: sa.port(),
+            });
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Self {
+                host: ip.to_string(),
+                port: DEFAULT_PORT,
+            });
+        }
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad port {p:?} in {s:?}"))?,
+            ),
+            None => (s, DEFAULT_PORT),
+        };
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !valid {
+            return Err(format!("{host:?} is not a host name or IP address"));
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// The resolved configuration the agent runs with.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node name.
+    pub node: String,
+    /// Gossip bind address.
+    pub bind: SocketAddr,
+    /// Advertised IP, if set (otherwise detected at start).
+    pub advertise_ip: Option<IpAddr>,
+    /// Advertised port (defaults to the port the gossip socket is bound to).
+    pub advertise_port: Option<u16>,
+    /// Control API address.
+    pub rpc_addr: SocketAddr,
+    /// Tags, `role` included, as configured (before runtime changes).
+    pub tags: Tags,
+    /// Join targets.
+    pub join: Vec<JoinTarget>,
+    /// The core configuration.
+    pub core: CoreConfig,
+    /// The config file, for SIGHUP reloads.
+    pub config_file: Option<PathBuf>,
+    /// Log level.
+    pub log_level: String,
+    /// Upper bound of the join retry backoff.
+    pub retry_join_max: Duration,
+    /// Longest wait for a leave to be acknowledged before exiting.
+    pub leave_timeout: Duration,
+    /// The overrides it was built from, so a reload can re-apply them over the new file.
+    pub overrides: Overrides,
+}
+
+impl AgentConfig {
+    /// Resolves defaults, file (from `overrides.config_file`) and overrides.
+    pub fn resolve(overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match &overrides.config_file {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        Self::resolve_with(file, overrides)
+    }
+
+    /// Resolves defaults, the given file content and overrides.
+    pub fn resolve_with(file: FileConfig, ov: Overrides) -> Result<Self, ConfigError> {
+        let limits = Limits::default();
+        let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or(file.clone());
+
+        let node = match pick(&ov.node, &file.node) {
+            Some(n) => n,
+            None => hostname()?,
+        };
+        identity::validate_name(&node, &limits).map_err(|e| bad("node", e))?;
+
+        let bind = match pick(&ov.bind, &file.bind) {
+            Some(b) => parse_bind(&b).map_err(|e| bad("bind", e))?,
+            None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+        };
+
+        let (advertise_ip, advertise_port) = match pick(&ov.advertise, &file.advertise) {
+            Some(a) => {
+                let (ip, port) = parse_advertise(&a).map_err(|e| bad("advertise", e))?;
+                (Some(ip), port)
+            }
+            None => (None, None),
+        };
+        if advertise_port == Some(0) {
+            return Err(bad(
+                "advertise",
+                "a port of 0 cannot be advertised; set one",
+            ));
+        }
+
+        let rpc_addr = pick(&ov.rpc_addr, &file.rpc_addr)
+            .unwrap_or_else(|| DEFAULT_RPC.to_string())
+            .parse::<SocketAddr>()
+            .map_err(|e| bad("rpc-addr", e))?;
+
+        let mut tags = file.tags.clone().unwrap_or_default();
+        if let Some(r) = &file.role {
+            tags.insert(ROLE_TAG.into(), r.clone());
+        }
+        for kv in &ov.tags {
+            let (k, v) = parse_tag(kv).map_err(|e| bad("tag", e))?;
+            tags.insert(k, v);
+        }
+        if let Some(r) = &ov.role {
+            tags.insert(ROLE_TAG.into(), r.clone());
+        }
+        identity::validate_tags(&tags, &limits).map_err(|e| bad("tag", e))?;
+
+        let join_raw = if ov.join.is_empty() {
+            file.join.clone().unwrap_or_default()
+        } else {
+            ov.join.clone()
+        };
+        let join = join_raw
+            .iter()
+            .map(|j| j.parse::<JoinTarget>().map_err(|e| bad("join", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let profile = pick(&ov.profile, &file.profile)
+            .map(|p| p.parse::<Profile>().map_err(|e| bad("profile", e)))
+            .transpose()?
+            .unwrap_or_default();
+        let mut core = CoreConfig::new(profile);
+        if let Some(s) = file.reap_after_secs {
+            if s == 0 {
+                return Err(bad("reap_after_secs", "must be at least 1"));
+            }
+            core.reap_after = Duration::from_secs(s);
+        }
+
+        let log_level = pick(&ov.log_level, &file.log_level).unwrap_or_else(|| "info".into());
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            return Err(bad(
+                "log-level",
+                format!("{log_level:?} is not one of error, warn, info, debug, trace"),
+            ));
+        }
+        let retry_join_max = Duration::from_secs(file.retry_join_max_secs.unwrap_or(30).max(1));
+
+        Ok(Self {
+            node,
+            bind,
+            advertise_ip,
+            advertise_port,
+            rpc_addr,
+            tags,
+            join,
+            core,
+            config_file: ov.config_file.clone(),
+            log_level,
+            retry_join_max,
+            leave_timeout: Duration::from_secs(2),
+            overrides: ov,
+        })
+    }
+}
+
+/// Runtime tag edits (`tags --set/--delete`), kept apart from the configured tags so that a
+/// reload re-applies them on top of the reloaded file.
+#[derive(Debug, Default, Clone)]
+pub struct TagOverlay {
+    /// Tags set at runtime.
+    pub set: Tags,
+    /// Tags deleted at runtime.
+    pub deleted: BTreeSet<String>,
+}
+
+impl TagOverlay {
+    /// Records an edit: sets then deletes.
+    pub fn edit(&mut self, set: &Tags, delete: &[String]) {
+        for (k, v) in set {
+            self.deleted.remove(k);
+            self.set.insert(k.clone(), v.clone());
+        }
+        for k in delete {
+            self.set.remove(k);
+            self.deleted.insert(k.clone());
+        }
+    }
+
+    /// `base` with the edits applied.
+    pub fn apply(&self, base: &Tags) -> Tags {
+        let mut t = base.clone();
+        t.extend(self.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        t.retain(|k, _| !self.deleted.contains(k));
+        t
+    }
+}
+
+/// Parses `K=V`.
+pub fn parse_tag(kv: &str) -> Result<(String, String), String> {
+    match kv.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{kv:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
+        .map_err(|_| format!("{s:?} is not IP or IP:PORT"))
+}
+
+fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), String> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok((sa.ip(), Some(sa.port())));
+    }
+    let ip = s
+        .parse::<IpAddr>()
+        .map_err(|_| format!("{s:?} is not IP or IP:PORT"))?;
+    if ip.is_unspecified() {
+        return Err("cannot advertise an unspecified address (0.0.0.0 or ::)".into());
+    }
+    Ok((ip, None))
+}
+
+fn bad(field: &str, e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Field {
+        field: field.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn hostname() -> Result<String, ConfigError> {
+    let h = nix::unistd::gethostname().map_err(|e| bad("node", format!("no hostname: {e}")))?;
+    h.into_string()
+        .map_err(|_| bad("node", "the hostname is not UTF-8; set --node"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ov() -> Overrides {
+        Overrides {
+            node: Some("n1".into()),
+            ..Overrides::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = AgentConfig::resolve_with(FileConfig::default(), ov()).unwrap();
+        assert_eq!(c.bind, "0.0.0.0:7946".parse().unwrap());
+        assert_eq!(c.rpc_addr, "127.0.0.1:7373".parse().unwrap());
+        assert_eq!(c.advertise_port, None);
+        assert!(c.join.is_empty());
+        assert_eq!(c.core.profile, Profile::Lan);
+    }
+
+    #[test]
+    fn flags_beat_file_and_role_is_a_tag() {
+        let file: FileConfig = toml::from_str(
+            "node = \"f\"\nbind = \"127.0.0.1:8000\"\nrole = \"db\"\njoin = [\"seed\"]\n[tags]\nzone = \"a\"\n",
+        )
+        .unwrap();
+        let mut o = ov();
+        o.role = Some("web".into());
+        o.tags = vec!["zone=b".into(), "x=1".into()];
+        let c = AgentConfig::resolve_with(file, o).unwrap();
+        assert_eq!(c.node, "n1");
+        assert_eq!(c.bind.port(), 8000);
+        assert_eq!(c.tags.get("role").unwrap(), "web");
+        assert_eq!(c.tags.get("zone").unwrap(), "b");
+        assert_eq!(
+            c.join,
+            vec![JoinTarget {
+                host: "seed".into(),
+                port: 7946
+            }]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut o = ov();
+        o.bind = Some("nonsense".into());
+        let e = AgentConfig::resolve_with(FileConfig::default(), o).unwrap_err();
+        assert!(e.to_string().contains("bind"), "{e}");
+        let mut o = ov();
+        o.tags = vec!["novalue".into()];
+        assert!(
+            AgentConfig::resolve_with(FileConfig::default(), o)
+                .unwrap_err()
+                .to_string()
+                .contains("tag")
+        );
+        let mut o = ov();
+        o.profile = Some("fast".into());
+        assert!(
+            AgentConfig::resolve_with(FileConfig::default(), o)
+                .unwrap_err()
+                .to_string()
+                .contains("profile")
+        );
+        let bad_file = toml::from_str::<FileConfig>("colour = 1");
+        assert!(bad_file.is_err());
+    }
+
+    #[test]
+    fn join_targets() {
+        let t = |s: &str| s.parse::<JoinTarget>();
+        assert_eq!(
+            t("dnsserver").unwrap(),
+            JoinTarget {
+                host: "dnsserver".into(),
+                port: 7946
+            }
+        );
+        assert_eq!(t("10.0.0.1:8000").unwrap().port, 8000);
+        assert_eq!(t("::1").unwrap().host, "::1");
+        assert_eq!(t("[::1]:9").unwrap().port, 9);
+        assert!(t("a b").is_err());
+        assert!(t("host:notaport").is_err());
+    }
+
+    #[test]
+    fn overlay_survives_reload() {
+        let mut o = TagOverlay::default();
+        o.edit(&Tags::from([("a".into(), "1".into())]), &["b".into()]);
+        let base = Tags::from([("b".into(), "x".into()), ("c".into(), "y".into())]);
+        let t = o.apply(&base);
+        assert_eq!(
+            t,
+            Tags::from([("a".into(), "1".into()), ("c".into(), "y".into())])
+        );
+    }
+}

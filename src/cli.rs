@@ -1,0 +1,172 @@
+//! Command-line definition (raw values, stage one). `main` resolves them (stage two) into an
+//! agent configuration or a control API call.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// gossip-agent: a gossip (SWIM) membership sidecar. Nodes find each other with no server,
+/// advertise a role and tags, and every agent keeps the live member list.
+#[derive(Debug, Parser)]
+#[command(name = "gossip-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do (default: run the agent).
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (the default when no subcommand is given).
+    Agent(AgentArgs),
+    /// List the members the local agent knows.
+    Members(MembersArgs),
+    /// Ask the local agent to join the cluster of these targets.
+    Join(JoinArgs),
+    /// Make the local agent leave the cluster gracefully and exit.
+    Leave(RpcArgs),
+    /// Change the local agent's tags.
+    Tags(TagsArgs),
+    /// Show the local agent's state and counters.
+    Info(InfoArgs),
+}
+
+/// Flags of `agent`. Each may also come from the environment variable named in its help; a
+/// flag beats its variable, and both beat the config file.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Node name, unique in the cluster [default: the hostname]
+    #[arg(long, env = "GOSSIP_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+    /// Address to bind the gossip socket to [default: 0.0.0.0:7946]
+    #[arg(long, env = "GOSSIP_BIND", value_name = "IP:PORT")]
+    pub bind: Option<String>,
+    /// Address to advertise to other members [default: the bind IP, else the first
+    /// non-loopback IPv4 address; the bind port]
+    #[arg(long, env = "GOSSIP_ADVERTISE", value_name = "IP[:PORT]")]
+    pub advertise: Option<String>,
+    /// Address of the local control API [default: 127.0.0.1:7373]
+    #[arg(long, env = "GOSSIP_RPC_ADDR", value_name = "IP:PORT")]
+    pub rpc_addr: Option<String>,
+    /// This node's role (the tag role=ROLE)
+    #[arg(long, env = "GOSSIP_ROLE", value_name = "ROLE")]
+    pub role: Option<String>,
+    /// A tag to advertise; repeatable. GOSSIP_TAGS holds K=V,K=V (a flag wins on the same key)
+    #[arg(long = "tag", value_name = "K=V")]
+    pub tags: Vec<String>,
+    /// A member to join, by name or address; repeatable. Names resolve to every address they
+    /// have; retried with backoff until a member answers [port default: 7946]
+    #[arg(
+        long,
+        env = "GOSSIP_JOIN",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub join: Vec<String>,
+    /// Timing profile: lan, local (one host) or wan [default: lan]
+    #[arg(long, env = "GOSSIP_PROFILE", value_name = "PROFILE")]
+    pub profile: Option<String>,
+    /// TOML config file, below environment and flags; reloaded on SIGHUP
+    #[arg(long, env = "GOSSIP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace [default: info]
+    #[arg(long, env = "GOSSIP_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// How to reach the local agent.
+#[derive(Debug, Args)]
+pub struct RpcArgs {
+    /// Address of the agent's control API
+    #[arg(
+        long,
+        env = "GOSSIP_RPC_ADDR",
+        default_value = "127.0.0.1:7373",
+        value_name = "IP:PORT"
+    )]
+    pub rpc_addr: SocketAddr,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Text,
+    /// JSON, in the shape of Serf's.
+    Json,
+}
+
+/// Flags of `members`. Patterns are regular expressions matching the whole value.
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    /// Only members whose status matches (alive, suspect, failed, left)
+    #[arg(long, value_name = "REGEX")]
+    pub status: Option<String>,
+    /// Only members whose role matches
+    #[arg(long, value_name = "REGEX")]
+    pub role: Option<String>,
+    /// Only members with tag K matching REGEX; repeatable
+    #[arg(long = "tag", value_name = "K=REGEX")]
+    pub tags: Vec<String>,
+    /// Only members whose name matches
+    #[arg(long, value_name = "REGEX")]
+    pub name: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
+}
+
+/// Flags of `join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Targets: host names or addresses, each with an optional port (7946 by default)
+    #[arg(required = true, value_name = "HOST[:PORT]")]
+    pub targets: Vec<String>,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
+}
+
+/// Flags of `tags`.
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// Set a tag; repeatable
+    #[arg(long, value_name = "K=V")]
+    pub set: Vec<String>,
+    /// Delete a tag; repeatable
+    #[arg(long, value_name = "K")]
+    pub delete: Vec<String>,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
+}
+
+/// Flags of `info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
+}
+
+/// Subcommand names, to decide when to insert the default `agent`.
+pub const SUBCOMMANDS: &[&str] = &["agent", "members", "join", "leave", "tags", "info", "help"];
+
+/// Inserts `agent` when no subcommand is named: `gossip-agent --role x` runs the agent.
+pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
+    let first = args.get(1).map(String::as_str);
+    let top_level_flag = matches!(first, Some("-h" | "--help" | "-V" | "--version"));
+    let named = first.is_some_and(|f| SUBCOMMANDS.contains(&f));
+    if !named && !top_level_flag {
+        args.insert(1, "agent".into());
+    }
+    args
+}
