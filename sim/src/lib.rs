@@ -342,10 +342,7 @@ impl Sim {
     fn drain(&mut self, ix: NodeIx) {
         let from = self.slots[ix].addr;
         let life = self.slots[ix].life;
-        loop {
-            let Some(out) = self.slots[ix].node.as_mut().and_then(Node::poll) else {
-                break;
-            };
+        while let Some(out) = self.slots[ix].node.as_mut().and_then(Node::poll) {
             match out {
                 Output::Transmit { to, data } => {
                     self.packets_sent += 1;
