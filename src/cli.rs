@@ -74,6 +74,26 @@ pub struct AgentArgs {
     /// Log level: error, warn, info, debug or trace [default: info]
     #[arg(long, env = "GOSSIP_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// A Serf-style event handler, `[FILTER=]SCRIPT`, run with /bin/sh -c; repeatable.
+    /// FILTER: member-join, member-leave, member-failed, member-update, member-reap, member,
+    /// user, user:NAME, query, query:NAME, comma-separated; member items may select on the
+    /// member's tags: member-join[role=app.*&zone=eu]
+    #[arg(long = "event-handler", value_name = "[FILTER=]SCRIPT")]
+    pub event_handlers: Vec<String>,
+    /// Kill a handler (its whole process group) after this many seconds [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub handler_timeout: Option<u64>,
+    /// Deliver coalesced member events once none arrived for this long; 0 delivers every
+    /// event at once [default: 100]
+    #[arg(long, value_name = "MS")]
+    pub coalesce_quiet: Option<u64>,
+    /// Deliver coalesced member events at most this long after the first [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub coalesce_max: Option<u64>,
+    /// A built-in writer, KIND:KEY=VALUE,...; KIND is nginx, hipache, dnsmasq or template;
+    /// repeatable (see the README for the keys)
+    #[arg(long = "writer", value_name = "KIND:K=V,...")]
+    pub writers: Vec<String>,
 }
 
 /// How to reach the local agent.

@@ -76,6 +76,11 @@ fn run_agent(runtime: &tokio::runtime::Runtime, a: cli::AgentArgs) -> ExitCode {
         profile: a.profile,
         config_file: a.config,
         log_level: a.log_level,
+        event_handlers: a.event_handlers,
+        handler_timeout_secs: a.handler_timeout,
+        coalesce_quiet_ms: a.coalesce_quiet,
+        coalesce_max_ms: a.coalesce_max,
+        writers: a.writers,
     };
     let config = match AgentConfig::resolve(overrides) {
         Ok(c) => c,

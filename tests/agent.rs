@@ -7,15 +7,10 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Agent, free_port, logs, sees, test_net, wait_until};
+use crate::util::{Agent, logs, sees, test_net, wait_until};
 
 fn seed_agent(dir: &std::path::Path, extra: &[&str]) -> Agent {
-    let gossip: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let rpc: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    Agent::start("seed", gossip, rpc, extra, dir)
+    crate::util::seed_agent("seed", dir, extra)
 }
 
 /// Agents 1..n on 127.77.NET.i with Serf's default ports, joining `localhost:SEED_PORT`.

@@ -4,3 +4,5 @@ mod util;
 
 mod agent;
 mod cli;
+mod handlers;
+mod writers;

@@ -203,6 +203,12 @@ impl Sim {
         self.join(ix, via);
     }
 
+    /// Restarts a crashed node `ix` under its name, joining nobody (a seed).
+    pub fn restart_alone(&mut self, ix: NodeIx) {
+        assert!(self.slots[ix].node.is_none(), "restart of a running node");
+        self.boot(ix);
+    }
+
     /// True when node `ix` runs.
     pub fn is_up(&self, ix: NodeIx) -> bool {
         self.slots[ix].node.is_some()

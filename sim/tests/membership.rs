@@ -212,3 +212,17 @@ fn no_false_failures_without_loss() {
         );
     }
 }
+
+#[test]
+fn a_restarted_seed_without_join_target_is_found_again() {
+    let seed = 8;
+    let mut sim = cluster(seed, 10);
+    sim.crash(0);
+    sim.run_for(200 * MS);
+    // Node 0 comes back under its name and joins nobody: its members find it.
+    sim.restart_alone(0);
+    let took = sim
+        .run_until_true(10 * MS, 10 * S, Sim::converged)
+        .unwrap_or_else(|| panic!("seed {seed}: restarted seed stayed alone"));
+    assert!(took < 3 * S, "seed {seed}: took {took:?}");
+}

@@ -41,8 +41,22 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `gossip-agent` (no subcommand: `agent` is the default) with `extra` flags.
+    /// Starts `gossip-agent` (no subcommand: `agent` is the default) with `extra` flags, and
+    /// waits for its control API.
     pub fn start(
+        name: &str,
+        gossip: SocketAddr,
+        rpc: SocketAddr,
+        extra: &[&str],
+        logdir: &Path,
+    ) -> Self {
+        let a = Self::launch(name, gossip, rpc, extra, logdir);
+        a.wait_ready();
+        a
+    }
+
+    /// Like [`Agent::start`] without waiting: for bursts of starts.
+    pub fn launch(
         name: &str,
         gossip: SocketAddr,
         rpc: SocketAddr,
@@ -73,6 +87,21 @@ impl Agent {
         };
         a.spawn();
         a
+    }
+
+    /// Waits until the control API accepts connections.
+    pub fn wait_ready(&self) {
+        let rpc = self.rpc;
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(rpc).is_ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: control API never came up; log:\n{}",
+                self.name,
+                self.log_text()
+            )
+        });
     }
 
     fn spawn(&self) {
@@ -106,6 +135,7 @@ impl Agent {
     pub fn restart(&self) {
         assert!(self.child.borrow().is_none(), "restart of a running agent");
         self.spawn();
+        self.wait_ready();
     }
 
     /// Sends `sig` to the process.
@@ -242,4 +272,220 @@ pub fn status_of(rpc: SocketAddr, name: &str) -> Option<String> {
         .iter()
         .find(|m| m["name"] == name)
         .and_then(|m| m["status"].as_str().map(str::to_string))
+}
+
+/// A helper process (nginx, redis-server, dnsmasq) killed and reaped when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    /// Starts `cmd args`, its output appended to `log`.
+    pub fn start(cmd: &str, args: &[&str], log: &Path) -> Self {
+        let out = std::fs::File::create(log).expect("create log");
+        let child = Command::new(cmd)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {cmd}: {e} (is it installed? .ci/run installs it)")
+            });
+        Self {
+            name: cmd.to_string(),
+            child,
+        }
+    }
+}
+
+impl Proc {
+    /// Stops it with `sig` first (nginx's master must be asked to stop, or a SIGKILL orphans
+    /// its workers), then SIGKILL after a bounded wait.
+    pub fn stop_with(&mut self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, sig);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM lets nginx (fast shutdown), redis-server and dnsmasq stop their children.
+        self.stop_with(nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Tiny HTTP backends, one thread each, answering every request with their name. They stop
+/// (and their threads end) when dropped.
+pub struct Backends {
+    pub ports: Vec<u16>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Backends {
+    /// One backend per `(name, ip)`, each on an ephemeral port of its IP.
+    pub fn start(names: &[(&str, String)]) -> Self {
+        use std::io::{Read, Write};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut ports = Vec::new();
+        let mut threads = Vec::new();
+        for (name, ip) in names {
+            let l = std::net::TcpListener::bind((ip.as_str(), 0)).unwrap();
+            l.set_nonblocking(true).unwrap();
+            ports.push(l.local_addr().unwrap().port());
+            let stop = stop.clone();
+            let name = name.to_string();
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((mut s, _)) => {
+                            let _ = s.set_nonblocking(false);
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                            let mut buf = [0u8; 2048];
+                            let _ = s.read(&mut buf);
+                            let body = format!("{name}\n");
+                            let _ = write!(
+                                s,
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            }));
+        }
+        Self {
+            ports,
+            stop,
+            threads,
+        }
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `GET /` on `addr`: (status code, body). None when nothing answers.
+pub fn http_get(addr: SocketAddr) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// The A records of `name` from the DNS server at `server` (one UDP query, no recursion).
+pub fn dns_a(server: SocketAddr, name: &str) -> Vec<std::net::Ipv4Addr> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let id: u16 = 0x4242;
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    if sock.send_to(&q, server).is_err() {
+        return Vec::new();
+    }
+    let mut buf = [0u8; 1500];
+    let Ok((n, _)) = sock.recv_from(&mut buf) else {
+        return Vec::new();
+    };
+    let r = &buf[..n];
+    if n < 12 || r[0..2] != id.to_be_bytes() {
+        return Vec::new();
+    }
+    let answers = u16::from_be_bytes([r[6], r[7]]);
+    // Skip the question: the name as we sent it, then type and class.
+    let mut i = q.len();
+    let mut out = Vec::new();
+    for _ in 0..answers {
+        if i + 12 > n {
+            break;
+        }
+        // Name: a pointer (2 bytes) or labels.
+        if r[i] & 0xc0 == 0xc0 {
+            i += 2;
+        } else {
+            while i < n && r[i] != 0 {
+                i += 1 + r[i] as usize;
+            }
+            i += 1;
+        }
+        let typ = u16::from_be_bytes([r[i], r[i + 1]]);
+        let len = u16::from_be_bytes([r[i + 8], r[i + 9]]) as usize;
+        i += 10;
+        if typ == 1 && len == 4 && i + 4 <= n {
+            out.push(std::net::Ipv4Addr::new(r[i], r[i + 1], r[i + 2], r[i + 3]));
+        }
+        i += len;
+    }
+    out.sort();
+    out
+}
+
+/// Agent `i` of test network `net`: 127.77.NET.I with Serf's default ports.
+pub fn member_addrs(net: u8, i: u8) -> (SocketAddr, SocketAddr) {
+    (
+        format!("127.77.{net}.{i}:7946").parse().unwrap(),
+        format!("127.77.{net}.{i}:7373").parse().unwrap(),
+    )
+}
+
+/// A seed agent on 127.0.0.1 with ephemeral ports.
+pub fn seed_agent(name: &str, dir: &Path, extra: &[&str]) -> Agent {
+    let gossip: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let rpc: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    Agent::start(name, gossip, rpc, extra, dir)
+}
+
+/// Writes an executable shell script.
+pub fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The file's text, empty when missing.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }

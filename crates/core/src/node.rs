@@ -350,6 +350,9 @@ impl Node {
                 if self.left {
                     return Ok(());
                 }
+                if self.addressed_to_old_self(from, payload) {
+                    return Ok(());
+                }
                 self.foca
                     .handle_data(payload, &mut self.rt)
                     .map_err(|e| match e {
@@ -396,6 +399,34 @@ impl Node {
                 Ok(())
             }
         }
+    }
+
+    /// A member still talking to a previous identity of ours (we restarted, or changed tags,
+    /// and it has not heard yet): foca ignores such packets, so the sender would end up
+    /// suspecting us, and a restarted node with no join target would stay alone. Learn the
+    /// sender and tell it who we are now.
+    fn addressed_to_old_self(&mut self, from: SocketAddr, payload: &[u8]) -> bool {
+        use foca::Codec;
+        let mut codec = ValidatingCodec::new(self.config.limits);
+        let Ok(header) = codec.decode_header(payload) else {
+            return false; // foca reports the error
+        };
+        let me = self.identity();
+        if header.dst.name() != me.name()
+            || header.dst == *me
+            || header.message == foca::Message::Announce
+            || header.src.name() == me.name()
+        {
+            return false;
+        }
+        let sender = Member::new(header.src, header.src_incarnation, State::Alive);
+        let _ = self.apply(vec![sender]);
+        let notice = Notice {
+            seq: 0,
+            member: Member::alive(self.identity().clone()),
+        };
+        self.transmit(from, wire::encode(Kind::Notice, &notice));
+        true
     }
 
     fn apply(&mut self, members: Vec<Member<NodeId>>) -> Result<(), DropReason> {
@@ -620,6 +651,14 @@ impl Node {
             OwnedNotification::Active => {
                 if !self.left && self.announced.as_ref() != Some(self.identity()) {
                     self.schedule(self.config.announce_delay, TimerEvent::AnnounceSelf);
+                }
+                // Found by a member rather than through a join (a restarted seed): ask it for
+                // the full state now instead of learning members one probe at a time.
+                if !self.left
+                    && self.answered.is_empty()
+                    && let Some(peer) = self.random_live_member()
+                {
+                    self.send_full_state(peer.addr(), true);
                 }
                 false
             }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gossip_core::{MemberEvent, MemberInfo, Node, Output, TimerEvent};
+use gossip_handlers::{Dispatcher, Snapshot, Writer};
 use rand::Rng;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{SignalKind, signal};
@@ -20,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::api::{InfoResponse, LeaveResponse, MemberJson, TagsRequest, TagsResponse};
 use crate::config::{AgentConfig, TagOverlay};
 use crate::control;
-use crate::error::AgentError;
+use crate::error::{AgentError, ConfigError};
 use crate::resolve::Resolver;
 
 /// A request to the task that owns the node.
@@ -108,6 +109,30 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         profile = %config.core.profile, "agent started"
     );
 
+    // Writers are built before anything starts, so a bad template is a configuration error.
+    let writers = config
+        .writers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            Writer::build(w).map_err(|message| ConfigError::Field {
+                field: format!("writer #{}", i + 1),
+                message,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = Arc::new(Snapshot {
+        members: node.members(),
+        local: node.identity().clone(),
+    });
+    let (snapshot_tx, snapshot_rx) = watch::channel(first);
+    for w in writers {
+        tracing::info!(writer = w.name(), "writer started");
+        tokio::spawn(w.run(snapshot_rx.clone()));
+    }
+    drop(snapshot_rx);
+    let dispatcher = Dispatcher::spawn(config.handlers.clone(), config.dispatch);
+
     let resolver = Arc::new(Resolver::new());
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     let (joined_tx, joined_rx) = watch::channel(false);
@@ -143,6 +168,10 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         joined_tx,
         leave_waiters: Vec::new(),
         leave_deadline: None,
+        dispatcher,
+        snapshot_tx,
+        members_changed: false,
+        last_snapshot_check: Instant::now(),
     };
     let result = driver.run(cmd_rx).await;
     // Let the control API answer what is in flight (a `leave` waits for its answer).
@@ -163,6 +192,11 @@ struct Driver {
     joined_tx: watch::Sender<bool>,
     leave_waiters: Vec<oneshot::Sender<LeaveResponse>>,
     leave_deadline: Option<Instant>,
+    dispatcher: Dispatcher,
+    snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    /// A member event was emitted since the last snapshot.
+    members_changed: bool,
+    last_snapshot_check: Instant,
 }
 
 impl Driver {
@@ -192,7 +226,13 @@ impl Driver {
                     }
                     Err(e) => tracing::debug!(error = %e, "receive failed"),
                 },
-                () = sleep => self.fire_timers(),
+                () = sleep => {
+                    self.fire_timers();
+                    // Suspicion changes status without an event: look now and then.
+                    if self.last_snapshot_check.elapsed() >= Duration::from_millis(250) {
+                        self.members_changed = true;
+                    }
+                }
                 Some(cmd) = commands.recv() => self.command(cmd),
                 _ = sigterm.recv() => self.start_leave("SIGTERM"),
                 _ = sigint.recv() => self.start_leave("SIGINT"),
@@ -274,6 +314,22 @@ impl Driver {
         }
     }
 
+    /// Hands writers the current member set, when it differs from the last one in any member's
+    /// identity or status.
+    fn publish_snapshot(&self) {
+        let members = self.node.members();
+        let local = self.node.identity().clone();
+        self.snapshot_tx.send_if_modified(|cur| {
+            let same = cur.local == local
+                && cur.members.len() == members.len()
+                && cur.members.iter().zip(&members).all(|(a, b)| a == b);
+            if !same {
+                *cur = Arc::new(Snapshot { members, local });
+            }
+            !same
+        });
+    }
+
     fn start_leave(&mut self, why: &str) {
         if self.node.has_left() {
             return;
@@ -312,6 +368,7 @@ impl Driver {
         };
         match AgentConfig::resolve(self.config.overrides.clone()) {
             Ok(new) => {
+                self.dispatcher.set_handlers(new.handlers.clone());
                 let tags = self.overlay.apply(&new.tags);
                 self.config.tags = new.tags;
                 match self.node.set_tags(tags) {
@@ -343,8 +400,18 @@ impl Driver {
                         timer,
                     });
                 }
-                Output::Event(e) => log_event(&e),
+                Output::Event(e) => {
+                    log_event(&e);
+                    self.dispatcher
+                        .member_event(e, self.node.identity().clone());
+                    self.members_changed = true;
+                }
             }
+        }
+        if self.members_changed {
+            self.members_changed = false;
+            self.last_snapshot_check = Instant::now();
+            self.publish_snapshot();
         }
         self.joined_tx.send_if_modified(|j| {
             let now = self.node.is_joined();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gossip_core::{CoreConfig, Limits, Profile, ROLE_TAG, Tags, identity};
+use gossip_handlers::{DispatchConfig, HandlerSpec, WriterConfig};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
@@ -43,6 +44,17 @@ pub struct FileConfig {
     pub reap_after_secs: Option<u64>,
     /// Upper bound of the join retry backoff, in seconds.
     pub retry_join_max_secs: Option<u64>,
+    /// Event handlers, `[FILTER=]SCRIPT` (flags add to these).
+    pub event_handlers: Option<Vec<String>>,
+    /// Handler timeout, in seconds.
+    pub handler_timeout_secs: Option<u64>,
+    /// Coalescing quiet period, in ms (0 disables coalescing).
+    pub coalesce_quiet_ms: Option<u64>,
+    /// Coalescing upper bound, in ms.
+    pub coalesce_max_ms: Option<u64>,
+    /// Built-in writers (`[[writer]]` tables; flags add to these).
+    #[serde(default)]
+    pub writer: Vec<WriterConfig>,
 }
 
 impl FileConfig {
@@ -92,6 +104,16 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     /// `--log-level` / `GOSSIP_LOG_LEVEL`.
     pub log_level: Option<String>,
+    /// `--event-handler` (repeatable).
+    pub event_handlers: Vec<String>,
+    /// `--handler-timeout` in seconds.
+    pub handler_timeout_secs: Option<u64>,
+    /// `--coalesce-quiet` in ms.
+    pub coalesce_quiet_ms: Option<u64>,
+    /// `--coalesce-max` in ms.
+    pub coalesce_max_ms: Option<u64>,
+    /// `--writer KIND:K=V,...` (repeatable).
+    pub writers: Vec<String>,
 }
 
 /// A `--join` target: a host name or IP, and a port.
@@ -183,6 +205,12 @@ pub struct AgentConfig {
     pub retry_join_max: Duration,
     /// Longest wait for a leave to be acknowledged before exiting.
     pub leave_timeout: Duration,
+    /// Event handlers: the file's, then the flags'.
+    pub handlers: Vec<HandlerSpec>,
+    /// Coalescing and handler timeout.
+    pub dispatch: DispatchConfig,
+    /// Writers: the file's, then the flags'.
+    pub writers: Vec<WriterConfig>,
     /// The overrides it was built from, so a reload can re-apply them over the new file.
     pub overrides: Overrides,
 }
@@ -276,6 +304,41 @@ impl AgentConfig {
         }
         let retry_join_max = Duration::from_secs(file.retry_join_max_secs.unwrap_or(30).max(1));
 
+        let handlers = file
+            .event_handlers
+            .iter()
+            .flatten()
+            .chain(ov.event_handlers.iter())
+            .map(|h| HandlerSpec::parse(h).map_err(|e| bad("event-handler", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut dispatch = DispatchConfig::default();
+        if let Some(t) = ov.handler_timeout_secs.or(file.handler_timeout_secs) {
+            if t == 0 {
+                return Err(bad("handler-timeout", "must be at least 1 second"));
+            }
+            dispatch.handler_timeout = Duration::from_secs(t);
+        }
+        if let Some(q) = ov.coalesce_quiet_ms.or(file.coalesce_quiet_ms) {
+            dispatch.coalesce_quiet = Duration::from_millis(q);
+        }
+        if let Some(m) = ov.coalesce_max_ms.or(file.coalesce_max_ms) {
+            dispatch.coalesce_max = Duration::from_millis(m);
+        }
+        if dispatch.coalesce_max < dispatch.coalesce_quiet {
+            return Err(bad(
+                "coalesce-max",
+                "must not be shorter than the quiet period",
+            ));
+        }
+        let mut writers = file.writer.clone();
+        for (i, w) in writers.iter().enumerate() {
+            w.check()
+                .map_err(|e| bad(&format!("writer #{}", i + 1), e))?;
+        }
+        for w in &ov.writers {
+            writers.push(WriterConfig::from_flag(w).map_err(|e| bad("writer", e))?);
+        }
+
         Ok(Self {
             node,
             bind,
@@ -289,6 +352,9 @@ impl AgentConfig {
             log_level,
             retry_join_max,
             leave_timeout: Duration::from_secs(2),
+            handlers,
+            dispatch,
+            writers,
             overrides: ov,
         })
     }

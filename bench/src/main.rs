@@ -1,0 +1,231 @@
+//! `gossip-bench`: measurements with real agents on loopback, printed as a table.
+//!
+//! `upstream`: the time from a member's start until it appears in the nginx upstream file
+//! written by every other agent (and, on its SIGTERM, until it is gone from all of them).
+//!
+//! ```text
+//! cargo run --release -p gossip-bench -- upstream --nodes 10,50 --reps 5
+//! ```
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of gossip-agent on loopback")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Member start -> present in every other agent's nginx upstream file.
+    Upstream {
+        /// Cluster sizes.
+        #[arg(long, value_delimiter = ',', default_value = "10,50")]
+        nodes: Vec<u8>,
+        /// New members started per size.
+        #[arg(long, default_value_t = 5)]
+        reps: u8,
+        /// Poll interval of the upstream files, in ms.
+        #[arg(long, default_value_t = 2)]
+        poll_ms: u64,
+        /// The agent binary (default: build target/release/gossip-agent).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    match Cli::parse().cmd {
+        Cmd::Upstream {
+            nodes,
+            reps,
+            poll_ms,
+            agent_bin,
+        } => {
+            let bin = agent_bin.unwrap_or_else(build_agent);
+            upstream(&bin, &nodes, reps, Duration::from_millis(poll_ms));
+        }
+    }
+}
+
+fn build_agent() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let st = Command::new("cargo")
+        .args(["build", "--release", "--quiet", "-p", "gossip-agent"])
+        .current_dir(root)
+        .status()
+        .expect("run cargo");
+    assert!(st.success(), "cargo build failed");
+    root.join("target/release/gossip-agent")
+}
+
+/// Agents started by the benchmark; all killed on drop, also on panic.
+struct Fleet(Vec<Child>);
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(bin: &Path, name: &str, ip: Ipv4Addr, join: Option<Ipv4Addr>, file: &Path) -> Child {
+    let mut args = vec![
+        "--node".to_string(),
+        name.to_string(),
+        "--bind".into(),
+        format!("{ip}:7946"),
+        "--rpc-addr".into(),
+        format!("{ip}:7373"),
+        "--role".into(),
+        "appserver".into(),
+        "--tag".into(),
+        "port=8080".into(),
+        "--log-level".into(),
+        "warn".into(),
+        "--writer".into(),
+        format!("nginx:path={},upstream=app,role=appserver", file.display()),
+    ];
+    if let Some(j) = join {
+        args.push("--join".into());
+        args.push(j.to_string());
+    }
+    Command::new(bin)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gossip-agent")
+}
+
+/// Polls until `pred` holds for every file; returns per-file times (None: not within limit).
+fn watch(
+    files: &[PathBuf],
+    start: Instant,
+    poll: Duration,
+    limit: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> Vec<Option<Duration>> {
+    let mut out: Vec<Option<Duration>> = vec![None; files.len()];
+    while start.elapsed() < limit && out.iter().any(Option::is_none) {
+        for (i, f) in files.iter().enumerate() {
+            if out[i].is_none() && pred(&std::fs::read_to_string(f).unwrap_or_default()) {
+                out[i] = Some(start.elapsed());
+            }
+        }
+        std::thread::sleep(poll);
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1000.0)
+}
+
+fn summary(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    let med = v[v.len() / 2];
+    let p99 = v[(v.len() * 99 / 100).min(v.len() - 1)];
+    (med, p99, *v.last().expect("non-empty"))
+}
+
+fn upstream(bin: &Path, sizes: &[u8], reps: u8, poll: Duration) {
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ip = |net: u8, i: u8| Ipv4Addr::new(127, 88, net, i);
+        let files: Vec<PathBuf> = (1..=n)
+            .map(|i| dir.path().join(format!("n{i}.conf")))
+            .collect();
+        let mut fleet = Fleet(Vec::new());
+        for i in 1..=n {
+            let join = (i > 1).then(|| ip(0, 1));
+            fleet.0.push(spawn(
+                bin,
+                &format!("n{i}"),
+                ip(0, i),
+                join,
+                &files[usize::from(i) - 1],
+            ));
+        }
+        let all_in = |t: &str| t.matches("    server ").count() == usize::from(n);
+        let conv = watch(
+            &files,
+            Instant::now(),
+            Duration::from_millis(20),
+            Duration::from_secs(60),
+            all_in,
+        );
+        assert!(
+            conv.iter().all(Option::is_some),
+            "{n} agents did not converge in 60 s"
+        );
+        let mut join_times = Vec::new();
+        let mut leave_times = Vec::new();
+        for r in 1..=reps {
+            let name = format!("new{r}");
+            let marker = format!("# {name}\n");
+            let file = dir.path().join(format!("{name}.conf"));
+            let t0 = Instant::now();
+            let mut child = spawn(bin, &name, ip(1, r), Some(ip(0, 1)), &file);
+            let got = watch(&files, t0, poll, Duration::from_secs(10), |t| {
+                t.contains(&marker)
+            });
+            assert!(
+                got.iter().all(Option::is_some),
+                "{name} missing from some upstream file after 10 s"
+            );
+            join_times.extend(got.into_iter().flatten());
+            let t1 = Instant::now();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let gone = watch(&files, t1, poll, Duration::from_secs(10), |t| {
+                !t.contains(&marker)
+            });
+            assert!(
+                gone.iter().all(Option::is_some),
+                "{name} still in some upstream file 10 s after SIGTERM"
+            );
+            leave_times.extend(gone.into_iter().flatten());
+            let _ = child.wait();
+        }
+        rows.push((n, join_times, leave_times));
+        drop(fleet);
+    }
+    println!(
+        "Upstream file latency, gossip-agent {} (lan profile, loopback, poll every {} ms)",
+        env!("CARGO_PKG_VERSION"),
+        poll.as_millis()
+    );
+    println!();
+    println!(
+        "| agents | new members | start -> in every upstream file: median / p99 / max (ms) | SIGTERM -> gone from every file: median / p99 / max (ms) |"
+    );
+    println!("|---|---|---|---|");
+    for (n, j, l) in rows {
+        let (jm, jp, jx) = summary(j);
+        let (lm, lp, lx) = summary(l);
+        println!(
+            "| {n} | {reps} | {} / {} / {} | {} / {} / {} |",
+            ms(jm),
+            ms(jp),
+            ms(jx),
+            ms(lm),
+            ms(lp),
+            ms(lx)
+        );
+    }
+}
