@@ -301,6 +301,11 @@ impl Proc {
 }
 
 impl Proc {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops it with `sig` first (nginx's master must be asked to stop, or a SIGKILL orphans
     /// its workers), then SIGKILL after a bounded wait.
     pub fn stop_with(&mut self, sig: nix::sys::signal::Signal) {
