@@ -9,8 +9,10 @@
 //! Every member event every node reports is folded into a trace hash ([`Sim::trace_hash`]):
 //! two runs with one seed must give one hash.
 
+pub mod scenario;
+
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -31,8 +33,12 @@ pub struct Params {
     pub latency_max: Duration,
     /// Probability that a datagram is lost.
     pub loss: f64,
+    /// Probability that a datagram is delivered twice (the copy with its own latency).
+    pub dup: f64,
     /// The core configuration every node runs.
     pub config: CoreConfig,
+    /// Keep every member event of every node (for tests; memory grows as N squared).
+    pub record_events: bool,
 }
 
 impl Params {
@@ -43,8 +49,38 @@ impl Params {
             latency_min: Duration::from_micros(100),
             latency_max: Duration::from_millis(1),
             loss: 0.0,
+            dup: 0.0,
             config: CoreConfig::default(),
+            record_events: true,
         }
+    }
+}
+
+/// Observes when each node first reports one fact about one member: the times at which
+/// a given kind of event about `name` (at `min_version` or newer) reached each node.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// The member the fact is about.
+    pub name: String,
+    /// The event kind.
+    pub kind: EventKind,
+    /// Ignore events about older identities.
+    pub min_version: u64,
+    /// When the fact became true (the start of the measurement).
+    pub since: Duration,
+    /// Per node: when it first reported the fact (relative to `since`).
+    pub seen: Vec<Option<Duration>>,
+    /// Per node: its life when the fact happened, if it was up then (only those count).
+    pub witnesses: Vec<Option<u32>>,
+}
+
+impl Watch {
+    /// The time by which `fraction` of `population` nodes had reported it, if they had.
+    pub fn time_to(&self, fraction: f64, population: usize) -> Option<Duration> {
+        let mut t: Vec<Duration> = self.seen.iter().flatten().copied().collect();
+        t.sort();
+        let need = ((population as f64 * fraction).ceil() as usize).max(1);
+        t.get(need - 1).copied()
     }
 }
 
@@ -61,6 +97,13 @@ enum Ev {
         node: NodeIx,
         life: u32,
         timer: TimerEvent,
+    },
+    /// The driver's join retry (as the agent's join loop): join again unless joined.
+    JoinRetry {
+        node: NodeIx,
+        life: u32,
+        via: NodeIx,
+        backoff: Duration,
     },
 }
 
@@ -92,7 +135,28 @@ pub struct Sim {
     pub packets_sent: u64,
     /// Bytes handed to the network.
     pub bytes_sent: u64,
+    /// Partition group of each node (0 = everyone, until [`Sim::partition`]).
+    group: Vec<u32>,
+    /// Blocked directions between groups, `(from, to)`.
+    blocked: HashSet<(u32, u32)>,
+    /// Extra delay (up to) for timers and packets of slow nodes.
+    slow: Vec<Option<Duration>>,
+    /// Facts being timed.
+    watches: Vec<Watch>,
+    /// Failures reported about members that were up and reachable from the observer.
+    pub false_failures: u64,
+    /// The false failures, as (observer, member, time), the first 100.
+    pub false_failure_log: Vec<(String, String, Duration)>,
+    /// Left identities, by name: a join of one of these versions or older is a resurrection.
+    left: HashMap<String, u64>,
+    /// Joins reported about identities that had left.
+    pub resurrections: u64,
+    /// When the last partition was lifted.
+    healed_at: Option<Duration>,
 }
+
+/// After a partition heals, failure verdicts within this window were formed while cut off.
+pub const HEAL_GRACE: Duration = Duration::from_secs(30);
 
 impl Sim {
     /// An empty cluster.
@@ -111,7 +175,113 @@ impl Sim {
             trace: 0xcbf2_9ce4_8422_2325,
             packets_sent: 0,
             bytes_sent: 0,
+            group: Vec::new(),
+            blocked: HashSet::new(),
+            slow: Vec::new(),
+            watches: Vec::new(),
+            false_failures: 0,
+            false_failure_log: Vec::new(),
+            left: HashMap::new(),
+            resurrections: 0,
+            healed_at: None,
         }
+    }
+
+    /// The parameters of this run.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Changes packet loss and duplication from now on.
+    pub fn set_network_faults(&mut self, loss: f64, dup: f64) {
+        self.params.loss = loss;
+        self.params.dup = dup;
+    }
+
+    /// Splits the cluster: node `ix` goes to group `groups[ix]`; traffic between different
+    /// groups is dropped, both ways, or only from a lower to a higher group when `one_way`.
+    pub fn partition(&mut self, groups: &[u32], one_way: bool) {
+        self.group = groups.to_vec();
+        self.group.resize(self.slots.len(), 0);
+        self.blocked.clear();
+        let mut ids: Vec<u32> = self.group.clone();
+        ids.sort();
+        ids.dedup();
+        for &a in &ids {
+            for &b in &ids {
+                if a != b && (!one_way || a < b) {
+                    self.blocked.insert((a, b));
+                }
+            }
+        }
+    }
+
+    /// Lifts every partition. Failure verdicts in the following [`HEAL_GRACE`] come from
+    /// suspicions formed while cut off, so they do not count as false failures.
+    pub fn heal(&mut self) {
+        self.blocked.clear();
+        self.group.iter_mut().for_each(|g| *g = 0);
+        self.healed_at = Some(self.now);
+    }
+
+    /// Makes node `ix` slow: its timers and incoming packets are handled up to `delay` late
+    /// (uniformly drawn), as a CPU-starved process.
+    pub fn set_slow(&mut self, ix: NodeIx, delay: Option<Duration>) {
+        self.slow[ix] = delay;
+    }
+
+    /// True when node `ix` can currently send to node `to`.
+    pub fn reachable(&self, ix: NodeIx, to: NodeIx) -> bool {
+        self.blocked.is_empty() || !self.blocked.contains(&(self.group[ix], self.group[to]))
+    }
+
+    /// Starts timing a fact; returns its index for [`Sim::watch`].
+    pub fn add_watch(&mut self, name: &str, kind: EventKind, min_version: u64) -> usize {
+        let witnesses = self
+            .slots
+            .iter()
+            .map(|s| (s.node.is_some() && s.name != name).then_some(s.life))
+            .collect();
+        self.watches.push(Watch {
+            name: name.to_string(),
+            kind,
+            min_version,
+            since: self.now,
+            seen: vec![None; self.slots.len()],
+            witnesses,
+        });
+        self.watches.len() - 1
+    }
+
+    /// A timed fact.
+    pub fn watch(&self, w: usize) -> &Watch {
+        &self.watches[w]
+    }
+
+    /// Stops timing every fact.
+    pub fn clear_watches(&mut self) {
+        self.watches.clear();
+    }
+
+    /// The current identity version of node `ix` (0 when down).
+    pub fn version(&self, ix: NodeIx) -> u64 {
+        self.node(ix).map_or(0, |n| n.identity().version())
+    }
+
+    /// How many nodes can still report watch `w`: up when the fact happened and still in that
+    /// same life (not crashed or restarted since).
+    pub fn witnesses(&self, w: usize) -> usize {
+        self.watches[w]
+            .witnesses
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| l.is_some_and(|l| self.is_up(*i) && self.slots[*i].life == l))
+            .count()
+    }
+
+    /// Indexes of running nodes.
+    pub fn up(&self) -> Vec<NodeIx> {
+        (0..self.slots.len()).filter(|&i| self.is_up(i)).collect()
     }
 
     /// The seed of this run.
@@ -137,6 +307,8 @@ impl Sim {
             events: Vec::new(),
         });
         self.by_addr.insert(addr, ix);
+        self.group.push(0);
+        self.slow.push(None);
         self.boot(ix);
         ix
     }
@@ -159,8 +331,24 @@ impl Sim {
         self.drain(ix);
     }
 
-    /// Asks node `ix` to join through node `via`.
+    /// Asks node `ix` to join through node `via`, retrying like the agent (after 200 ms,
+    /// doubling up to 5 s) until some member accepted it.
     pub fn join(&mut self, ix: NodeIx, via: NodeIx) {
+        self.join_once(ix, via);
+        let life = self.slots[ix].life;
+        let backoff = Duration::from_millis(200);
+        self.push(
+            self.now + backoff,
+            Ev::JoinRetry {
+                node: ix,
+                life,
+                via,
+                backoff,
+            },
+        );
+    }
+
+    fn join_once(&mut self, ix: NodeIx, via: NodeIx) {
         let to = self.slots[via].addr;
         if let Some(n) = self.slots[ix].node.as_mut() {
             n.join(&[to]).expect("join before leave");
@@ -303,15 +491,68 @@ impl Sim {
     /// True when every running node lists every other running node alive with its current
     /// tags.
     pub fn converged(&self) -> bool {
-        let live: Vec<&Slot> = self.slots.iter().filter(|s| s.node.is_some()).collect();
-        live.iter().all(|s| {
-            let members = s.node.as_ref().expect("filtered").members();
-            live.iter().all(|o| {
-                members
-                    .iter()
-                    .any(|m| m.name() == o.name && m.status == Status::Alive && m.tags() == &o.tags)
+        let truth: HashMap<gossip_core::identity::NameKey, u64> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let id = s.node.as_ref()?.identity();
+                Some((id.key(), id.version()))
             })
+            .collect();
+        self.slots.iter().filter_map(|s| s.node.as_ref()).all(|n| {
+            let mut alive = 0;
+            for (id, status) in n.member_states() {
+                if status == Status::Alive {
+                    if truth.get(&id.key()) != Some(&id.version()) {
+                        return false;
+                    }
+                    alive += 1;
+                }
+            }
+            alive == truth.len()
         })
+    }
+
+    /// Why [`Sim::converged`] fails: up to `max` lines "observer: member seen as X, is Y".
+    pub fn disagreements(&self, max: usize) -> Vec<String> {
+        let truth: HashMap<gossip_core::identity::NameKey, (u64, &str)> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let id = s.node.as_ref()?.identity();
+                Some((id.key(), (id.version(), s.name.as_str())))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for s in self.slots.iter().filter(|s| s.node.is_some()) {
+            let n = s.node.as_ref().expect("filtered");
+            let mut seen = 0;
+            for (id, status) in n.member_states() {
+                let t = truth.get(&id.key());
+                if status == Status::Alive {
+                    if t.map(|t| t.0) != Some(id.version()) {
+                        out.push(format!(
+                            "{}: {} alive at v{} but is {:?}",
+                            s.name,
+                            id.name(),
+                            id.version(),
+                            t.map(|t| t.0)
+                        ));
+                    } else {
+                        seen += 1;
+                    }
+                } else if t.is_some_and(|t| t.0 == id.version()) {
+                    out.push(format!("{}: {} seen {status} but is up", s.name, id.name()));
+                }
+            }
+            if seen < truth.len() {
+                out.push(format!("{}: sees {seen} of {} alive", s.name, truth.len()));
+            }
+            if out.len() >= max {
+                break;
+            }
+        }
+        out
     }
 
     fn step(&mut self, ev: Ev) {
@@ -320,9 +561,39 @@ impl Sim {
                 let Some(&ix) = self.by_addr.get(&to) else {
                     return;
                 };
+                if let Some(&src) = self.by_addr.get(&from)
+                    && !self.reachable(src, ix)
+                {
+                    return;
+                }
                 if let Some(n) = self.slots[ix].node.as_mut() {
                     let _ = n.handle_packet(from, &data);
                     self.drain(ix);
+                }
+            }
+            Ev::JoinRetry {
+                node,
+                life,
+                via,
+                backoff,
+            } => {
+                let pending = self.slots[node].life == life
+                    && self.slots[node]
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| !n.is_joined() && !n.has_left());
+                if pending {
+                    self.join_once(node, via);
+                    let backoff = (backoff * 2).min(Duration::from_secs(5));
+                    self.push(
+                        self.now + backoff,
+                        Ev::JoinRetry {
+                            node,
+                            life,
+                            via,
+                            backoff,
+                        },
+                    );
                 }
             }
             Ev::Timer { node, life, timer } => {
@@ -356,14 +627,28 @@ impl Sim {
                     if self.params.loss > 0.0 && self.rng.random_bool(self.params.loss) {
                         continue;
                     }
-                    let lat = self
-                        .rng
-                        .random_range(self.params.latency_min..=self.params.latency_max);
+                    let dest = self.by_addr.get(&to).copied();
+                    if self.params.dup > 0.0 && self.rng.random_bool(self.params.dup) {
+                        let lat = self.latency(dest);
+                        self.push(
+                            self.now + lat,
+                            Ev::Deliver {
+                                to,
+                                from,
+                                data: data.clone(),
+                            },
+                        );
+                    }
+                    let lat = self.latency(dest);
                     self.push(self.now + lat, Ev::Deliver { to, from, data });
                 }
                 Output::Timer { after, timer } => {
+                    let mut at = self.now + after;
+                    if let Some(slow) = self.slow[ix] {
+                        at += self.rng.random_range(Duration::ZERO..=slow);
+                    }
                     self.push(
-                        self.now + after,
+                        at,
                         Ev::Timer {
                             node: ix,
                             life,
@@ -372,10 +657,71 @@ impl Sim {
                     );
                 }
                 Output::Event(e) => {
+                    self.observe(ix, &e);
                     self.fold_trace(ix, &e);
-                    self.slots[ix].events.push((self.now, e));
+                    if self.params.record_events {
+                        self.slots[ix].events.push((self.now, e));
+                    }
                 }
             }
+        }
+    }
+
+    /// One-way latency to node `dest`, plus its slowness.
+    fn latency(&mut self, dest: Option<NodeIx>) -> Duration {
+        let mut lat = self
+            .rng
+            .random_range(self.params.latency_min..=self.params.latency_max);
+        if let Some(Some(slow)) = dest.map(|d| self.slow[d]) {
+            lat += self.rng.random_range(Duration::ZERO..=slow);
+        }
+        lat
+    }
+
+    /// Updates watches and safety counters with one event reported by node `ix`.
+    fn observe(&mut self, ix: NodeIx, e: &MemberEvent) {
+        let name = e.member.name();
+        let version = e.member.id.version();
+        for w in &mut self.watches {
+            if w.kind == e.kind && w.name == name && version >= w.min_version {
+                if w.seen.len() <= ix {
+                    w.seen.resize(ix + 1, None);
+                }
+                if w.seen[ix].is_none() {
+                    w.seen[ix] = Some(self.now - w.since);
+                }
+            }
+        }
+        match e.kind {
+            EventKind::Failed => {
+                let subject = self.slots.iter().position(|s| s.name == name);
+                if let Some(m) = subject
+                    && m != ix
+                    && self.is_up(m)
+                    && self.slots[m]
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| n.identity().version() == version)
+                    && self.reachable(ix, m)
+                    && self.reachable(m, ix)
+                    && self.healed_at.is_none_or(|h| self.now >= h + HEAL_GRACE)
+                {
+                    self.false_failures += 1;
+                    if self.false_failure_log.len() < 100 {
+                        let observer = self.slots[ix].name.clone();
+                        self.false_failure_log
+                            .push((observer, name.to_string(), self.now));
+                    }
+                }
+            }
+            EventKind::Leave => {
+                let v = self.left.entry(name.to_string()).or_insert(0);
+                *v = (*v).max(version);
+            }
+            EventKind::Join if self.left.get(name).is_some_and(|&v| version <= v) => {
+                self.resurrections += 1;
+            }
+            _ => {}
         }
     }
 

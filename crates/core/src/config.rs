@@ -43,6 +43,41 @@ impl std::fmt::Display for Profile {
     }
 }
 
+/// How suspicion turns into a failure verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Suspicion {
+    /// foca as it is: a member that misses a probe is declared down after the suspicion
+    /// timeout unless it refutes through gossip.
+    Plain,
+    /// Lifeguard-style remedies on top of foca: the suspect is told directly (and answers the
+    /// prober with its refutation), and a node whose own probes keep failing (slow, or on a
+    /// lossy link) stretches its suspicion timeout by its local health multiplier.
+    #[default]
+    Lifeguard,
+}
+
+impl std::str::FromStr for Suspicion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "plain" => Ok(Self::Plain),
+            "lifeguard" => Ok(Self::Lifeguard),
+            other => Err(format!(
+                "unknown suspicion policy {other:?} (expected plain or lifeguard)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Suspicion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Plain => "plain",
+            Self::Lifeguard => "lifeguard",
+        })
+    }
+}
+
 /// Everything the core needs to know that is not membership state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoreConfig {
@@ -68,6 +103,13 @@ pub struct CoreConfig {
     pub notice_attempts: u32,
     /// Delay between a member first accepting our identity and our notice to every member.
     pub announce_delay: Duration,
+    /// Suspicion policy.
+    pub suspicion: Suspicion,
+    /// Largest local health multiplier (Lifeguard: the suspicion timeout is stretched by up
+    /// to this factor plus one).
+    pub health_max: u32,
+    /// How often each node announces itself to a failed member (to heal partitions).
+    pub reconnect_interval: Duration,
 }
 
 impl CoreConfig {
@@ -88,6 +130,9 @@ impl CoreConfig {
             notice_retry: Duration::from_millis(200),
             notice_attempts: 5,
             announce_delay: Duration::from_millis(10),
+            suspicion: Suspicion::default(),
+            health_max: 8,
+            reconnect_interval: Duration::from_secs(5),
         }
     }
 
@@ -108,6 +153,11 @@ impl CoreConfig {
                 c
             }
         };
+        // Serf retries failed members every 30 s; after a partition both halves see each other
+        // as failed, so try them far more often (a small announce, only while some are failed).
+        if let Some(d) = c.periodic_announce_to_down_members.as_mut() {
+            d.frequency = self.reconnect_interval;
+        }
         c.max_packet_size = NonZeroUsize::new(
             self.packet_size_max
                 .get()

@@ -21,7 +21,7 @@ pub mod member;
 pub mod node;
 pub mod wire;
 
-pub use config::{CoreConfig, Profile};
+pub use config::{CoreConfig, Profile, Suspicion};
 pub use error::{CommandError, DropReason, InvalidInput};
 pub use identity::{Limits, NodeId, ROLE_TAG, Tags};
 pub use member::{EventKind, MemberEvent, MemberInfo, Status};

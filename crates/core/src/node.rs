@@ -21,7 +21,7 @@ use indexmap::IndexMap;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::config::CoreConfig;
+use crate::config::{CoreConfig, Suspicion};
 use crate::error::{CommandError, DropReason};
 use crate::identity::{NodeId, Tags, validate_tags};
 use crate::member::{EventKind, MemberEvent, MemberInfo, Status};
@@ -39,6 +39,8 @@ pub enum TimerEvent {
     /// Tell every known member about our identity, shortly after a member first accepted it
     /// (the short delay lets the rest of a full-state answer arrive first).
     AnnounceSelf,
+    /// Lifeguard: lower the local health multiplier by one.
+    HealthDecay,
 }
 
 /// An effect the driver must carry out.
@@ -138,6 +140,10 @@ pub struct Node {
     announced: Option<NodeId>,
     /// Addresses that answered a join or push-pull with their state, oldest first (bounded).
     answered: indexmap::IndexSet<SocketAddr>,
+    /// Lifeguard's local health multiplier: recent suspicions this node raised.
+    health: u32,
+    /// The sequence number of our leave notice, once left.
+    leave_notice: Option<u64>,
 }
 
 /// How many answering addresses [`Node::has_answered`] remembers.
@@ -179,6 +185,8 @@ impl Node {
             notices: IndexMap::new(),
             announced: None,
             answered: indexmap::IndexSet::new(),
+            health: 0,
+            leave_notice: None,
         };
         node.emit(EventKind::Join, id, Status::Alive);
         let first = node.jitter(node.config.push_pull_interval);
@@ -234,6 +242,13 @@ impl Node {
         out
     }
 
+    /// Every known member's identity and status as recorded by join, leave and failure events
+    /// (suspicion not looked up), this node first. Cheap: no allocation, no scan of foca.
+    pub fn member_states(&self) -> impl Iterator<Item = (&NodeId, Status)> {
+        std::iter::once((self.identity(), self.local().status))
+            .chain(self.members.values().map(|r| (&r.id, r.status)))
+    }
+
     /// Number of live members, this node included.
     pub fn live_members(&self) -> usize {
         self.foca.num_members() + usize::from(!self.left)
@@ -264,9 +279,11 @@ impl Node {
         self.left
     }
 
-    /// True when no notice (leave, tag change) waits for an acknowledgement.
+    /// True once every member told of our leave acknowledged it or was given up on (and
+    /// before any leave).
     pub fn notices_settled(&self) -> bool {
-        self.notices.is_empty()
+        self.leave_notice
+            .is_none_or(|seq| !self.notices.contains_key(&seq))
     }
 
     /// Sends our full state to each address and asks for theirs (Serf's join). Join completes
@@ -302,7 +319,7 @@ impl Node {
         if let Some(peer) = self.random_live_member() {
             let _ = self.foca.announce(peer, &mut self.rt);
         }
-        self.send_notice(Member::alive(new.clone()));
+        self.send_notice(Member::alive(new.clone()), false);
         self.announced = Some(new.clone());
         self.emit(EventKind::Update, new, Status::Alive);
         self.drain_foca();
@@ -325,7 +342,7 @@ impl Node {
             .map_err(|e| CommandError::Protocol(e.to_string()))?;
         self.left = true;
         self.drain_foca();
-        self.send_notice(Member::down(leaving.clone()));
+        self.leave_notice = self.send_notice(Member::down(leaving.clone()), false);
         self.emit(EventKind::Leave, leaving, Status::Left);
         Ok(())
     }
@@ -382,7 +399,16 @@ impl Node {
             Kind::Notice => {
                 let notice = wire::decode_notice(payload, &self.config.limits)?;
                 if !self.left {
-                    self.apply(vec![notice.member])?;
+                    let suspects_me = notice.member.state() == State::Suspect
+                        && notice.member.id() == self.identity();
+                    self.foca
+                        .apply_many(std::iter::once(notice.member), notice.relay, &mut self.rt)
+                        .map_err(|e| DropReason::Protocol(e.to_string()))?;
+                    // Lifeguard's buddy system: foca has refuted by raising our incarnation;
+                    // every packet we send carries it, so answer the prober right away.
+                    if suspects_me && let Some(prober) = notice.from {
+                        let _ = self.foca.announce(prober, &mut self.rt);
+                    }
                 }
                 let ack = wire::encode(Kind::NoticeAck, &NoticeAck { seq: notice.seq });
                 self.transmit(from, ack);
@@ -424,6 +450,8 @@ impl Node {
         let notice = Notice {
             seq: 0,
             member: Member::alive(self.identity().clone()),
+            from: None,
+            relay: true,
         };
         self.transmit(from, wire::encode(Kind::Notice, &notice));
         true
@@ -465,10 +493,16 @@ impl Node {
                 }
             }
             TimerEvent::NoticeRetry(seq) => self.retry_notice(seq),
+            TimerEvent::HealthDecay => {
+                self.health = self.health.saturating_sub(1);
+                if self.health > 0 {
+                    self.schedule(self.foca_config.probe_period, TimerEvent::HealthDecay);
+                }
+            }
             TimerEvent::AnnounceSelf => {
                 let me = self.identity().clone();
                 if !self.left && self.announced.as_ref() != Some(&me) {
-                    self.send_notice(Member::alive(me.clone()));
+                    self.send_notice(Member::alive(me.clone()), true);
                     self.announced = Some(me);
                 }
             }
@@ -486,16 +520,29 @@ impl Node {
 
     // ----- notices -----
 
-    fn send_notice(&mut self, member: Member<NodeId>) {
+    /// Sends `member` straight to live members (up to the fanout). Receivers relay it by gossip
+    /// when the fanout did not cover everyone we know, and for joins always: concurrent joiners
+    /// that never heard of each other learn of one another only through relays.
+    fn send_notice(&mut self, member: Member<NodeId>, is_join: bool) -> Option<u64> {
         self.notice_seq += 1;
         let seq = self.notice_seq;
-        let data = wire::encode(Kind::Notice, &Notice { seq, member });
         let mut targets: Vec<SocketAddr> = self
             .members
             .values()
             .filter(|r| r.status.is_live())
             .map(|r| r.id.addr())
             .collect();
+        let relay = is_join || targets.len() > self.config.notice_fanout;
+        let from = Some(self.identity().clone());
+        let data = wire::encode(
+            Kind::Notice,
+            &Notice {
+                seq,
+                member,
+                from,
+                relay,
+            },
+        );
         if targets.len() > self.config.notice_fanout {
             // Partial Fisher-Yates: a uniform sample of `notice_fanout` members.
             for i in 0..self.config.notice_fanout {
@@ -505,7 +552,7 @@ impl Node {
             targets.truncate(self.config.notice_fanout);
         }
         if targets.is_empty() {
-            return;
+            return None;
         }
         for &to in &targets {
             self.transmit(to, data.clone());
@@ -518,6 +565,7 @@ impl Node {
             },
         );
         self.schedule(self.config.notice_retry, TimerEvent::NoticeRetry(seq));
+        Some(seq)
     }
 
     fn retry_notice(&mut self, seq: u64) {
@@ -591,6 +639,16 @@ impl Node {
             self.transmit(to.addr(), out);
         }
         while let Some((after, timer)) = self.rt.to_schedule() {
+            let after = match &timer {
+                foca::Timer::ChangeSuspectToDown {
+                    member_id,
+                    incarnation,
+                    ..
+                } if self.config.suspicion == Suspicion::Lifeguard => {
+                    self.on_suspicion(member_id.clone(), *incarnation, after)
+                }
+                _ => after,
+            };
             self.schedule(after, TimerEvent::Foca(timer));
         }
         if membership_changed {
@@ -615,6 +673,11 @@ impl Node {
                         status: Status::Alive,
                     },
                 );
+                // Back from failed: likely the other side of a healed partition. Exchange full
+                // state with it now, so both sides learn who the other declared down.
+                if was == Some(Status::Failed) && !self.left {
+                    self.send_full_state(id.addr(), true);
+                }
                 if was.is_none_or(|s| !s.is_live()) {
                     self.emit(EventKind::Join, id, Status::Alive);
                 }
@@ -689,6 +752,50 @@ impl Node {
         if matches!(was, Some(Status::Alive | Status::Suspect | Status::Failed)) {
             self.emit(EventKind::Leave, id, Status::Left);
         }
+    }
+
+    /// Lifeguard: our probe of `member` just failed. Tell it (so it refutes at once, to us),
+    /// and stretch our timeout by our local health: the more of our own probes fail lately,
+    /// the less our verdicts are worth. Returns the delay before the failure verdict.
+    fn on_suspicion(
+        &mut self,
+        member: NodeId,
+        incarnation: foca::Incarnation,
+        after: Duration,
+    ) -> Duration {
+        let stretched = after.saturating_mul(1 + self.health);
+        if self.health == 0 {
+            self.schedule(self.foca_config.probe_period, TimerEvent::HealthDecay);
+        }
+        self.health = (self.health + 1).min(self.config.health_max);
+        let to = member.addr();
+        self.notice_to(to, Member::new(member, incarnation, State::Suspect));
+        stretched
+    }
+
+    /// Sends one acknowledged notice to one address (retransmitted like the others).
+    fn notice_to(&mut self, to: SocketAddr, member: Member<NodeId>) {
+        self.notice_seq += 1;
+        let seq = self.notice_seq;
+        let from = Some(self.identity().clone());
+        let data = wire::encode(
+            Kind::Notice,
+            &Notice {
+                seq,
+                member,
+                from,
+                relay: true,
+            },
+        );
+        self.transmit(to, data.clone());
+        self.notices.insert(
+            seq,
+            PendingNotice {
+                data,
+                targets: IndexMap::from([(to, 1)]),
+            },
+        );
+        self.schedule(self.config.notice_retry, TimerEvent::NoticeRetry(seq));
     }
 
     /// Retunes foca (transmissions per update, suspicion timeout) for the cluster size.

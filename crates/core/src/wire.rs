@@ -67,6 +67,11 @@ pub struct Notice {
     pub seq: u64,
     /// The member state to apply.
     pub member: Member<NodeId>,
+    /// The sender, so a suspect can answer it with its refutation.
+    pub from: Option<NodeId>,
+    /// Whether receivers should pass it on by gossip: false when the sender told every
+    /// member it knows directly.
+    pub relay: bool,
 }
 
 /// Acknowledges the [`Notice`] with this sequence number.
@@ -120,6 +125,9 @@ pub fn decode_sync(payload: &[u8], limits: &Limits) -> Result<Sync, DropReason> 
 pub fn decode_notice(payload: &[u8], limits: &Limits) -> Result<Notice, DropReason> {
     let notice: Notice = decode_exact(payload)?;
     notice.member.id().validate(limits).map_err(malformed)?;
+    if let Some(f) = &notice.from {
+        f.validate(limits).map_err(malformed)?;
+    }
     Ok(notice)
 }
 
