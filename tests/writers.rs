@@ -252,6 +252,24 @@ fn a_template_nginx_refuses_keeps_the_previous_file_serving() {
     );
 }
 
+/// A redis-server on 127.0.0.1:`port`, nothing persisted.
+fn redis_server(port: u16, dir: &Path) -> Proc {
+    Proc::start(
+        "redis-server",
+        &[
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        &dir.join("redis.log"),
+    )
+}
+
 fn redis_list(port: u16, key: &str) -> Vec<String> {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string(), "--raw", "LRANGE", key, "0", "-1"])
@@ -278,20 +296,7 @@ fn hipache_list_follows_members_restarts_and_flushall() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = free_tcp_port();
-    let _redis = Proc::start(
-        "redis-server",
-        &[
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        &d.join("redis.log"),
-    );
+    let _redis = redis_server(port, d);
     assert!(
         wait_until(Duration::from_secs(10), || {
             Command::new("redis-cli")
@@ -376,20 +381,7 @@ fn hipache_survives_redis_being_down() {
     );
     // Still healthy, and the list appears once redis does.
     assert_eq!(proxy.members().len(), 1);
-    let _redis = Proc::start(
-        "redis-server",
-        &[
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        &d.join("redis.log"),
-    );
+    let _redis = redis_server(port, d);
     let ok = wait_until(Duration::from_secs(40), || {
         redis_list(port, "frontend:localhost") == ["frontserver"]
     });

@@ -118,17 +118,6 @@ impl Agent {
             .spawn()
             .expect("spawn gossip-agent");
         *self.child.borrow_mut() = Some(child);
-        let rpc = self.rpc;
-        wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(rpc).is_ok()
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{}: control API never came up; log:\n{}",
-                self.name,
-                self.log_text()
-            )
-        });
     }
 
     /// Starts it again with the same flags (after a kill).

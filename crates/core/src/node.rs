@@ -524,8 +524,6 @@ impl Node {
     /// when the fanout did not cover everyone we know, and for joins always: concurrent joiners
     /// that never heard of each other learn of one another only through relays.
     fn send_notice(&mut self, member: Member<NodeId>, is_join: bool) -> Option<u64> {
-        self.notice_seq += 1;
-        let seq = self.notice_seq;
         let mut targets: Vec<SocketAddr> = self
             .members
             .values()
@@ -533,6 +531,30 @@ impl Node {
             .map(|r| r.id.addr())
             .collect();
         let relay = is_join || targets.len() > self.config.notice_fanout;
+        if targets.len() > self.config.notice_fanout {
+            // Partial Fisher-Yates: a uniform sample of `notice_fanout` members.
+            for i in 0..self.config.notice_fanout {
+                let j = self.rng.random_range(i..targets.len());
+                targets.swap(i, j);
+            }
+            targets.truncate(self.config.notice_fanout);
+        }
+        self.post_notice(targets, member, relay)
+    }
+
+    /// Sends one notice to `targets` and keeps retransmitting it to those that do not
+    /// acknowledge. Returns its sequence number, or `None` when there is no target.
+    fn post_notice(
+        &mut self,
+        targets: Vec<SocketAddr>,
+        member: Member<NodeId>,
+        relay: bool,
+    ) -> Option<u64> {
+        if targets.is_empty() {
+            return None;
+        }
+        self.notice_seq += 1;
+        let seq = self.notice_seq;
         let from = Some(self.identity().clone());
         let data = wire::encode(
             Kind::Notice,
@@ -543,17 +565,6 @@ impl Node {
                 relay,
             },
         );
-        if targets.len() > self.config.notice_fanout {
-            // Partial Fisher-Yates: a uniform sample of `notice_fanout` members.
-            for i in 0..self.config.notice_fanout {
-                let j = self.rng.random_range(i..targets.len());
-                targets.swap(i, j);
-            }
-            targets.truncate(self.config.notice_fanout);
-        }
-        if targets.is_empty() {
-            return None;
-        }
         for &to in &targets {
             self.transmit(to, data.clone());
         }
@@ -775,27 +786,7 @@ impl Node {
 
     /// Sends one acknowledged notice to one address (retransmitted like the others).
     fn notice_to(&mut self, to: SocketAddr, member: Member<NodeId>) {
-        self.notice_seq += 1;
-        let seq = self.notice_seq;
-        let from = Some(self.identity().clone());
-        let data = wire::encode(
-            Kind::Notice,
-            &Notice {
-                seq,
-                member,
-                from,
-                relay: true,
-            },
-        );
-        self.transmit(to, data.clone());
-        self.notices.insert(
-            seq,
-            PendingNotice {
-                data,
-                targets: IndexMap::from([(to, 1)]),
-            },
-        );
-        self.schedule(self.config.notice_retry, TimerEvent::NoticeRetry(seq));
+        self.post_notice(vec![to], member, true);
     }
 
     /// Retunes foca (transmissions per update, suspicion timeout) for the cluster size.
