@@ -235,22 +235,10 @@ pub fn logs(agents: &[&Agent]) -> String {
 /// `GET path` on a control API with a plain HTTP/1.1 request (cheaper than spawning the CLI
 /// when polling many agents). None when the agent does not answer.
 pub fn http_get_json(rpc: SocketAddr, path: &str) -> Option<Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&rpc, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {rpc}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8(buf).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
+    match http_get_path(rpc, path)? {
+        (200, body) => serde_json::from_str(&body).ok(),
+        _ => None,
     }
-    serde_json::from_str(body).ok()
 }
 
 /// The status of `name` in `rpc`'s member list, through [`http_get_json`].
@@ -385,12 +373,17 @@ impl Drop for Backends {
 
 /// `GET /` on `addr`: (status code, body). None when nothing answers.
 pub fn http_get(addr: SocketAddr) -> Option<(u16, String)> {
+    http_get_path(addr, "/")
+}
+
+/// `GET path` on `addr` with `Connection: close`: (status code, trimmed body).
+pub fn http_get_path(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = Vec::new();
