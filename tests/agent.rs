@@ -140,7 +140,6 @@ fn five_agents_join_by_name_change_tags_leave_fail_and_restart() {
     })
     .unwrap_or_else(|| panic!("node3 not alive again\n{}", logs(&live)));
     eprintln!("restart -> alive on all within {took:?}");
-    let _ = names;
 }
 
 #[test]

@@ -187,11 +187,6 @@ impl Sim {
         }
     }
 
-    /// The parameters of this run.
-    pub fn params(&self) -> &Params {
-        &self.params
-    }
-
     /// Changes packet loss and duplication from now on.
     pub fn set_network_faults(&mut self, loss: f64, dup: f64) {
         self.params.loss = loss;

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use gossip_core::{CoreConfig, EventKind, Profile, Tags};
+use gossip_core::{CoreConfig, EventKind, Tags};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -417,11 +417,6 @@ fn summarize(kind: &'static str, sim: &Sim, watches: &[usize]) -> Spread {
         worst_ms: worst,
         incomplete,
     }
-}
-
-/// The default core configuration for `profile`.
-pub fn core_config(profile: Profile) -> CoreConfig {
-    CoreConfig::new(profile)
 }
 
 fn owned_name(sim: &Sim, ix: NodeIx) -> String {
