@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent (the default when no subcommand is given).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// List the members the local agent knows.
     Members(MembersArgs),
     /// Ask the local agent to join the cluster of these targets.
@@ -94,6 +94,40 @@ pub struct AgentArgs {
     /// repeatable (see the README for the keys)
     #[arg(long = "writer", value_name = "KIND:K=V,...")]
     pub writers: Vec<String>,
+    /// Supervise a service: join only once this check passes. http://HOST:PORT/PATH (a 2xx or
+    /// 3xx answer), tcp://HOST:PORT (a connection) or cmd:COMMAND (exit 0)
+    #[arg(long, env = "GOSSIP_READY", value_name = "CHECK")]
+    pub ready: Option<String>,
+    /// Supervise a service: advertise the tag health=passing|critical from this check (same
+    /// forms as --ready), run every 100 ms until it passes, then every --health-interval
+    #[arg(long, env = "GOSSIP_HEALTH", value_name = "CHECK")]
+    pub health: Option<String>,
+    /// How often the health check runs once passing [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub health_interval: Option<u64>,
+    /// Stop the service and exit 1 if it is not ready after this long [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub ready_timeout: Option<u64>,
+    /// The service port watched for traffic while draining [default: the ready check's]
+    #[arg(long, value_name = "PORT")]
+    pub drain_port: Option<u16>,
+    /// After leaving, keep the service until no new connection came for this long
+    /// [default: 500]
+    #[arg(long, value_name = "MS")]
+    pub drain_quiet: Option<u64>,
+    /// Upper bound of the drain [default: 5]
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
+    /// The signal that stops the service (QUIT for nginx's graceful stop) [default: TERM]
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// SIGKILL the service when it has not stopped after this long [default: 5]
+    #[arg(long, value_name = "SECS")]
+    pub stop_timeout: Option<u64>,
+    /// The service to supervise, after `--`: started first, announced once ready, stopped
+    /// after the node has left and drained; the agent exits with its exit code
+    #[arg(last = true, value_name = "COMMAND")]
+    pub service: Vec<String>,
 }
 
 /// How to reach the local agent.

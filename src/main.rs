@@ -2,6 +2,7 @@
 //! and maps errors to exit codes (2: bad flags or config; 1: anything else).
 
 mod cli;
+mod init;
 
 use std::process::ExitCode;
 
@@ -12,11 +13,16 @@ use gossip_runtime::api::{
 };
 use gossip_runtime::client::Client;
 use gossip_runtime::config::parse_tag;
+use gossip_runtime::supervise::{ServiceArgs, ServiceConfig};
 use gossip_runtime::{AgentConfig, ClientError, Overrides};
 
 use cli::{Cli, Command, Format};
 
 fn main() -> ExitCode {
+    if let Some(code) = init::run_as_init() {
+        return code;
+    }
+    init::unblock_signals();
     let args = cli::with_default_subcommand(std::env::args().collect());
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
@@ -43,7 +49,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Agent(a) => run_agent(&runtime, a),
+        Command::Agent(a) => run_agent(&runtime, *a),
         other => match runtime.block_on(client_command(other)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -89,6 +95,46 @@ fn run_agent(runtime: &tokio::runtime::Runtime, a: cli::AgentArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let service_flags = [
+        a.ready.is_some(),
+        a.ready_timeout.is_some(),
+        a.health.is_some(),
+        a.health_interval.is_some(),
+        a.drain_port.is_some(),
+        a.drain_quiet.is_some(),
+        a.drain_timeout.is_some(),
+        a.stop_signal.is_some(),
+        a.stop_timeout.is_some(),
+    ];
+    if !a.service.is_empty() || service_flags.contains(&true) {
+        let service = ServiceConfig::resolve(ServiceArgs {
+            command: a.service,
+            ready: a.ready,
+            ready_timeout_secs: a.ready_timeout,
+            health: a.health,
+            health_interval_ms: a.health_interval,
+            drain_port: a.drain_port,
+            drain_quiet_ms: a.drain_quiet,
+            drain_timeout_secs: a.drain_timeout,
+            stop_signal: a.stop_signal,
+            stop_timeout_secs: a.stop_timeout,
+        });
+        let service = match service {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        init_logging(&config.log_level);
+        return match runtime.block_on(gossip_runtime::supervise::run(config, service)) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code() as u8)
+            }
+        };
+    }
     init_logging(&config.log_level);
     match runtime.block_on(gossip_runtime::agent::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

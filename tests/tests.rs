@@ -5,4 +5,5 @@ mod util;
 mod agent;
 mod cli;
 mod handlers;
+mod supervise;
 mod writers;

@@ -68,6 +68,14 @@ impl Ord for Due {
 /// Runs the agent until it leaves (signal or `leave` command). Returns once the leave has
 /// been acknowledged or the leave timeout passed.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    run_with(config, std::future::pending()).await
+}
+
+/// Like [`run`], and also leaves when `stop` completes (its output is the logged reason).
+pub async fn run_with(
+    config: AgentConfig,
+    stop: impl Future<Output = String>,
+) -> Result<(), AgentError> {
     let started = Instant::now();
     let socket = UdpSocket::bind(config.bind)
         .await
@@ -173,7 +181,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         members_changed: false,
         last_snapshot_check: Instant::now(),
     };
-    let result = driver.run(cmd_rx).await;
+    let result = driver.run(cmd_rx, std::pin::pin!(stop)).await;
     // Let the control API answer what is in flight (a `leave` waits for its answer).
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
@@ -200,7 +208,12 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(&mut self, mut commands: mpsc::Receiver<Command>) -> Result<(), AgentError> {
+    async fn run(
+        &mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut stop: std::pin::Pin<&mut impl Future<Output = String>>,
+    ) -> Result<(), AgentError> {
+        let mut stopped = false;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
@@ -237,6 +250,10 @@ impl Driver {
                 _ = sigterm.recv() => self.start_leave("SIGTERM"),
                 _ = sigint.recv() => self.start_leave("SIGINT"),
                 _ = sighup.recv() => self.reload(),
+                reason = &mut stop, if !stopped => {
+                    stopped = true;
+                    self.start_leave(&reason);
+                }
             }
             self.flush().await;
             if self.leave_finished() {

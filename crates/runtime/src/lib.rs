@@ -5,6 +5,7 @@
 //! - [`control`] and [`client`]: the local control API and the CLI's client of it.
 //! - [`api`]: the API's JSON bodies, Serf-shaped member output and member filters.
 //! - [`resolve`]: join target resolution through hickory-resolver.
+//! - [`supervise`]: running the node's service as a child (readiness, drain, stop).
 //! - [`error`]: typed errors with their exit codes.
 
 pub mod agent;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod resolve;
+pub mod supervise;
 
 pub use config::{AgentConfig, Overrides};
 pub use error::{AgentError, ClientError, ConfigError};
