@@ -148,6 +148,23 @@ fn show(lines: &[String]) {
     }
 }
 
+/// Which servers a window of answers came from.
+fn spread(answers: &[String]) -> String {
+    let mut fronts = std::collections::BTreeSet::new();
+    let mut apps = std::collections::BTreeSet::new();
+    for (f, a) in answers.iter().filter_map(|l| elastic_demo::parse_answer(l)) {
+        fronts.insert(f);
+        apps.insert(a);
+    }
+    let join = |s: std::collections::BTreeSet<String>| s.into_iter().collect::<Vec<_>>().join(", ");
+    format!(
+        "{} answers came from {} and {}",
+        answers.len(),
+        join(fronts),
+        join(apps)
+    )
+}
+
 async fn play(demo: &Demo) -> Result<()> {
     demo.down().await?;
     let t = Instant::now();
@@ -177,6 +194,7 @@ async fn play(demo: &Demo) -> Result<()> {
         t.elapsed().as_secs_f64()
     ));
     show(&answers[..12]);
+    say(&spread(&answers));
 
     let t = Instant::now();
     say("scaling down: docker stop frontserver2, appserver2, appserver3");
