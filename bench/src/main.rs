@@ -6,6 +6,15 @@
 //! ```text
 //! cargo run --release -p gossip-bench -- upstream --nodes 10,50 --reps 5
 //! ```
+//!
+//! `compare`: our agent and Debian's Serf side by side (module `compare`), writing
+//! `BENCHMARKS.md`:
+//!
+//! ```text
+//! cargo run --release -p gossip-bench -- compare --out BENCHMARKS.md
+//! ```
+
+mod compare;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -38,6 +47,27 @@ enum Cmd {
         #[arg(long)]
         agent_bin: Option<PathBuf>,
     },
+    /// Our agent and Serf side by side: join, handler, failure, leave, idle costs.
+    Compare {
+        /// Cluster sizes.
+        #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+        nodes: Vec<usize>,
+        /// Repetitions per size and implementation.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Pause before the idle window, in seconds.
+        #[arg(long, default_value_t = 5)]
+        settle_secs: u64,
+        /// Idle measurement window, in seconds.
+        #[arg(long, default_value_t = 30)]
+        idle_secs: u64,
+        /// Write the markdown report here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The agent binary (default: build target/release/gossip-agent).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -51,7 +81,60 @@ fn main() {
             let bin = agent_bin.unwrap_or_else(build_agent);
             upstream(&bin, &nodes, reps, Duration::from_millis(poll_ms));
         }
+        Cmd::Compare {
+            nodes,
+            reps,
+            settle_secs,
+            idle_secs,
+            out,
+            agent_bin,
+        } => {
+            if nodes.is_empty() || nodes.iter().any(|n| !(4..=250).contains(n)) || reps == 0 {
+                eprintln!("error: invalid --nodes/--reps: sizes 4 to 250, at least one repetition");
+                std::process::exit(2);
+            }
+            let ours = agent_bin.unwrap_or_else(build_agent);
+            let serf = ensure_installed("serf", "serf");
+            ensure_installed("tcpdump", "tcpdump");
+            compare::compare(&compare::Opts {
+                sizes: nodes,
+                reps,
+                settle: Duration::from_secs(settle_secs),
+                idle: Duration::from_secs(idle_secs),
+                ours,
+                serf,
+                out,
+            });
+        }
     }
+}
+
+/// The program's path, installing its Debian package (apt-get) when it is missing.
+fn ensure_installed(program: &str, package: &str) -> PathBuf {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = find() {
+        return p;
+    }
+    eprintln!("installing Debian's {package} package");
+    let st = Command::new("apt-get")
+        .args(["install", "-y", "-q", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status();
+    if !st.is_ok_and(|s| s.success()) {
+        eprintln!("error: cannot install {package} (apt-get install {package})");
+        std::process::exit(1);
+    }
+    find().unwrap_or_else(|| {
+        eprintln!("error: {program} not found after installing {package}");
+        std::process::exit(1)
+    })
 }
 
 fn build_agent() -> PathBuf {

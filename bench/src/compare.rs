@@ -1,0 +1,936 @@
+//! `compare`: our agent and Debian's `serf`, side by side in one run, on loopback.
+//!
+//! For each cluster size, for each repetition, a cluster of our agents and then one of Serf
+//! agents (alternating, same machine, same run), each agent on its own 127.x.y.z with the
+//! default ports, every agent joining the first. Measured:
+//!
+//! - join convergence: from the last agent's start until every agent lists all N alive;
+//! - member-join handler: one more agent started; until the handler (a shell script writing a
+//!   nanosecond timestamp) has run for it on every other agent;
+//! - failure detection: SIGKILL of one agent, until every other lists it failed;
+//! - SIGTERM: until every other lists it left (or, for Serf, anything but alive), and the
+//!   status they converge to; SIGINT (Serf's graceful leave) the same;
+//! - idle (first repetition): after a settling pause, over a window: RSS and CPU per agent
+//!   from /proc, gossip bytes per second per agent from a tcpdump capture of the gossip port
+//!   (IP packets, UDP and TCP), and for ours the agents' own counters as a cross-check;
+//! - false failures: any live member seen failed by anyone, in any poll, during the run.
+//!
+//! Membership is polled through each agent's API: our HTTP API, Serf's msgpack RPC (one
+//! connection per agent, kept open). A poll round asks every agent not yet satisfied; the
+//! round's duration is the resolution of the timings (reported).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+/// The two implementations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// gossip-agent.
+    Ours,
+    /// HashiCorp Serf, Debian's package.
+    Serf,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Ours => "ours",
+            Kind::Serf => "serf",
+        }
+    }
+    fn net(self) -> u8 {
+        match self {
+            Kind::Ours => 78,
+            Kind::Serf => 79,
+        }
+    }
+}
+
+/// Options of the comparison.
+pub struct Opts {
+    /// Cluster sizes.
+    pub sizes: Vec<usize>,
+    /// Repetitions per size and implementation.
+    pub reps: usize,
+    /// Settling pause before the idle window.
+    pub settle: Duration,
+    /// Idle measurement window.
+    pub idle: Duration,
+    /// Our binary.
+    pub ours: PathBuf,
+    /// The serf binary.
+    pub serf: PathBuf,
+    /// Where to write the markdown report.
+    pub out: Option<PathBuf>,
+}
+
+/// One measured figure of one repetition.
+#[derive(Debug, Default, Clone)]
+struct Run {
+    join: Option<Duration>,
+    handler: Option<Duration>,
+    fail: Option<Duration>,
+    fail_status: String,
+    term: Option<Duration>,
+    term_status: String,
+    int: Option<Duration>,
+    int_status: String,
+    false_failures: usize,
+    poll: Vec<Duration>,
+    idle: Option<Idle>,
+}
+
+#[derive(Debug, Clone)]
+struct Idle {
+    rss_kib: f64,
+    cpu_pct: f64,
+    bytes_per_s: f64,
+    counter_bytes_per_s: Option<f64>,
+}
+
+/// Serf's RPC: msgpack over TCP, a header then a body per request and response.
+struct SerfRpc {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    seq: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReqHeader<'a> {
+    command: &'a str,
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RespHeader {
+    #[allow(dead_code)]
+    seq: u64,
+    error: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Handshake {
+    version: i32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SerfMembers {
+    members: Vec<SerfMember>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SerfMember {
+    name: String,
+    status: String,
+}
+
+impl SerfRpc {
+    fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.set_nodelay(true)?;
+        let mut rpc = Self {
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+            seq: 0,
+        };
+        rpc.send("handshake", Some(&Handshake { version: 1 }))?;
+        rpc.header()?;
+        Ok(rpc)
+    }
+
+    fn send<B: Serialize>(&mut self, command: &str, body: Option<&B>) -> std::io::Result<()> {
+        let mut buf = rmp_serde::to_vec_named(&ReqHeader {
+            command,
+            seq: self.seq,
+        })
+        .map_err(std::io::Error::other)?;
+        if let Some(b) = body {
+            buf.extend(rmp_serde::to_vec_named(b).map_err(std::io::Error::other)?);
+        }
+        self.seq += 1;
+        self.writer.write_all(&buf)
+    }
+
+    fn header(&mut self) -> std::io::Result<()> {
+        let h: RespHeader =
+            rmp_serde::from_read(&mut self.reader).map_err(std::io::Error::other)?;
+        if h.error.is_empty() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(h.error))
+        }
+    }
+
+    fn members(&mut self) -> std::io::Result<HashMap<String, String>> {
+        self.send::<()>("members", None)?;
+        self.header()?;
+        let m: SerfMembers =
+            rmp_serde::from_read(&mut self.reader).map_err(std::io::Error::other)?;
+        Ok(m.members.into_iter().map(|m| (m.name, m.status)).collect())
+    }
+}
+
+/// Our API: `GET /v1/members` with HTTP/1.0.
+fn ours_members(addr: SocketAddr) -> Option<HashMap<String, String>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /v1/members HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n")?.1;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some(
+        v["members"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    m["name"].as_str()?.to_string(),
+                    m["status"].as_str()?.to_string(),
+                ))
+            })
+            .collect(),
+    )
+}
+
+fn ours_bytes_out(addr: SocketAddr) -> Option<u64> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.write_all(b"GET /v1/info HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let v: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()?;
+    v["stats"]["bytes_out"].as_u64()
+}
+
+struct Node {
+    name: String,
+    ip: Ipv4Addr,
+    child: Option<Child>,
+    events: PathBuf,
+    rpc: Option<SerfRpc>,
+}
+
+/// One cluster of one implementation; every process is killed on drop.
+struct Cluster {
+    kind: Kind,
+    bin: PathBuf,
+    subnet: u8,
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+    /// Names that are expected down (killed, stopped): not false failures.
+    down: HashSet<String>,
+    false_failures: HashSet<(String, String)>,
+    rounds: Vec<Duration>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+const HANDLER: &str = "#!/bin/sh\n# member-join: one line per joined member, with the time the handler ran.\nts=$(date +%s%N)\ncut -f1 | sed \"s/^/$ts /\" >> \"$1\"\n";
+
+impl Cluster {
+    fn new(kind: Kind, bin: &Path, subnet: u8) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = dir.path().join("handler.sh");
+        std::fs::write(&h, HANDLER).expect("handler");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Self {
+            kind,
+            bin: bin.to_path_buf(),
+            subnet,
+            dir,
+            nodes: Vec::new(),
+            down: HashSet::new(),
+            false_failures: HashSet::new(),
+            rounds: Vec::new(),
+        }
+    }
+
+    fn ip(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.kind.net(), self.subnet, (i + 1) as u8)
+    }
+
+    /// Starts node `i` (joining node 0 unless it is node 0); returns the start time.
+    fn spawn(&mut self, i: usize) -> SystemTime {
+        let ip = self.ip(i);
+        let name = format!("n{i}");
+        let events = self.dir.path().join(format!("{name}.events"));
+        let handler = format!(
+            "member-join={} {}",
+            self.dir.path().join("handler.sh").display(),
+            events.display()
+        );
+        let seed = self.ip(0);
+        let mut cmd = Command::new(&self.bin);
+        match self.kind {
+            Kind::Ours => {
+                cmd.args(["--node", &name, "--bind", &format!("{ip}:7946")])
+                    .args(["--rpc-addr", &format!("{ip}:7373"), "--role", "appserver"])
+                    .args(["--event-handler", &handler, "--log-level", "warn"]);
+                if i > 0 {
+                    cmd.args(["--join", &seed.to_string()]);
+                }
+            }
+            Kind::Serf => {
+                cmd.args(["agent", "-node", &name, "-bind", &format!("{ip}:7946")])
+                    .args(["-rpc-addr", &format!("{ip}:7373"), "-tag", "role=appserver"])
+                    .args(["-event-handler", &handler, "-log-level", "warn"]);
+                if i > 0 {
+                    cmd.args(["-join", &format!("{seed}:7946")]);
+                }
+            }
+        }
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
+        let started = SystemTime::now();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        let node = Node {
+            name,
+            ip,
+            child: Some(child),
+            events,
+            rpc: None,
+        };
+        if i < self.nodes.len() {
+            self.nodes[i] = node;
+        } else {
+            self.nodes.push(node);
+        }
+        started
+    }
+
+    fn rpc_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from((self.nodes[i].ip, 7373))
+    }
+
+    /// Waits until node `i`'s API answers.
+    fn wait_api(&mut self, i: usize, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.view(i).is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// What node `i` lists: name to status.
+    fn view(&mut self, i: usize) -> Option<HashMap<String, String>> {
+        let addr = self.rpc_addr(i);
+        match self.kind {
+            Kind::Ours => ours_members(addr),
+            Kind::Serf => {
+                if self.nodes[i].rpc.is_none() {
+                    self.nodes[i].rpc = SerfRpc::connect(addr).ok();
+                }
+                let r = self.nodes[i].rpc.as_mut()?.members();
+                match r {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        self.nodes[i].rpc = None;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls the observers until `pred` holds on each; returns the time since `from` of the
+    /// round that saw the last one, and each observer's final view.
+    fn until(
+        &mut self,
+        observers: &[usize],
+        from: Instant,
+        limit: Duration,
+        pred: impl Fn(&HashMap<String, String>) -> bool,
+    ) -> (Option<Duration>, Vec<HashMap<String, String>>) {
+        let mut pending: Vec<usize> = observers.to_vec();
+        let mut last: BTreeMap<usize, HashMap<String, String>> = BTreeMap::new();
+        loop {
+            let round = Instant::now();
+            let mut still = Vec::new();
+            for &i in &pending {
+                let v = self.view(i).unwrap_or_default();
+                for (name, status) in &v {
+                    if status == "failed" && !self.down.contains(name) {
+                        self.false_failures
+                            .insert((self.nodes[i].name.clone(), name.clone()));
+                    }
+                }
+                if !pred(&v) {
+                    still.push(i);
+                }
+                last.insert(i, v);
+            }
+            self.rounds.push(round.elapsed());
+            pending = still;
+            if pending.is_empty() {
+                return (Some(from.elapsed()), last.into_values().collect());
+            }
+            if from.elapsed() >= limit {
+                return (None, last.into_values().collect());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn pid(&self, i: usize) -> Option<nix::unistd::Pid> {
+        self.nodes[i]
+            .child
+            .as_ref()
+            .map(|c| nix::unistd::Pid::from_raw(c.id() as i32))
+    }
+
+    fn signal(&mut self, i: usize, sig: Signal) -> Instant {
+        self.down.insert(self.nodes[i].name.clone());
+        let at = Instant::now();
+        if let Some(p) = self.pid(i) {
+            let _ = nix::sys::signal::kill(p, sig);
+        }
+        at
+    }
+
+    fn reap(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Which statuses the views hold for `name`, counted: "left x9".
+fn statuses(views: &[HashMap<String, String>], name: &str) -> String {
+    let mut c: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in views {
+        *c.entry(v.get(name).map(String::as_str).unwrap_or("absent"))
+            .or_default() += 1;
+    }
+    c.iter()
+        .map(|(s, n)| format!("{s} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The handler times for `name` on every events file but `skip`'s: ns since the epoch.
+fn handler_times(c: &Cluster, name: &str, skip: usize) -> Vec<Option<u128>> {
+    (0..c.nodes.len())
+        .filter(|i| *i != skip && c.nodes[*i].child.is_some())
+        .map(|i| {
+            std::fs::read_to_string(&c.nodes[i].events)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let (ts, n) = l.split_once(' ')?;
+                    (n == name).then(|| ts.parse::<u128>().ok()).flatten()
+                })
+                .min()
+        })
+        .collect()
+}
+
+fn proc_stat(pid: nix::unistd::Pid) -> Option<(u64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the ')': state is field 3 of the line, utime 14 and stime 15.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()?;
+    Some((ticks, rss))
+}
+
+/// Sums the IP bytes of a pcap file written by tcpdump on `lo` (14-byte link headers).
+fn pcap_ip_bytes(path: &Path) -> Option<(u64, u64)> {
+    let data = std::fs::read(path).ok()?;
+    if data.len() < 24 {
+        return None;
+    }
+    let magic = u32::from_le_bytes(data[0..4].try_into().ok()?);
+    if magic != 0xa1b2c3d4 && magic != 0xa1b23c4d {
+        return None;
+    }
+    let (mut off, mut bytes, mut packets) = (24usize, 0u64, 0u64);
+    while off + 16 <= data.len() {
+        let incl = u32::from_le_bytes(data[off + 8..off + 12].try_into().ok()?) as usize;
+        let orig = u32::from_le_bytes(data[off + 12..off + 16].try_into().ok()?) as u64;
+        bytes += orig.saturating_sub(14);
+        packets += 1;
+        off += 16 + incl;
+    }
+    Some((bytes, packets))
+}
+
+fn idle_window(c: &mut Cluster, settle: Duration, window: Duration) -> Option<Idle> {
+    std::thread::sleep(settle);
+    let n = c.nodes.iter().filter(|n| n.child.is_some()).count();
+    let pcap = c.dir.path().join("idle.pcap");
+    let filter = format!("net 127.{}.{}.0/24 and port 7946", c.kind.net(), c.subnet);
+    let mut dump = Command::new("tcpdump")
+        .args(["-i", "lo", "-n", "-U", "-s", "96", "-w"])
+        .arg(&pcap)
+        .arg(&filter)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok();
+    std::thread::sleep(Duration::from_millis(500));
+    let pids: Vec<_> = (0..c.nodes.len()).filter_map(|i| c.pid(i)).collect();
+    let before: Vec<_> = pids.iter().map(|p| proc_stat(*p)).collect();
+    let counters_before: Vec<Option<u64>> = if c.kind == Kind::Ours {
+        (0..c.nodes.len())
+            .filter(|i| c.nodes[*i].child.is_some())
+            .map(|i| ours_bytes_out(c.rpc_addr(i)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let t = Instant::now();
+    std::thread::sleep(window);
+    let secs = t.elapsed().as_secs_f64();
+    let after: Vec<_> = pids.iter().map(|p| proc_stat(*p)).collect();
+    let counters_after: Vec<Option<u64>> = if c.kind == Kind::Ours {
+        (0..c.nodes.len())
+            .filter(|i| c.nodes[*i].child.is_some())
+            .map(|i| ours_bytes_out(c.rpc_addr(i)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(d) = dump.as_mut() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.id() as i32), Signal::SIGTERM);
+        let _ = d.wait();
+    }
+    let tick = 100.0; // USER_HZ
+    let mut cpu = Vec::new();
+    let mut rss = Vec::new();
+    for (b, a) in before.iter().zip(&after) {
+        if let (Some((tb, _)), Some((ta, r))) = (b, a) {
+            cpu.push((ta - tb) as f64 / tick / secs * 100.0);
+            rss.push(*r);
+        }
+    }
+    let (bytes, _) = pcap_ip_bytes(&pcap)?;
+    let counter = (c.kind == Kind::Ours).then(|| {
+        let sum: u64 = counters_before
+            .iter()
+            .zip(&counters_after)
+            .filter_map(|(b, a)| Some(a.as_ref()? - b.as_ref()?))
+            .sum();
+        sum as f64 / secs / n as f64
+    });
+    Some(Idle {
+        rss_kib: rss.iter().sum::<f64>() / rss.len().max(1) as f64,
+        cpu_pct: cpu.iter().sum::<f64>() / cpu.len().max(1) as f64,
+        bytes_per_s: bytes as f64 / (secs + 0.3) / n as f64,
+        counter_bytes_per_s: counter,
+    })
+}
+
+fn one_run(
+    kind: Kind,
+    bin: &Path,
+    n: usize,
+    subnet: u8,
+    idle: Option<(Duration, Duration)>,
+) -> Run {
+    let mut c = Cluster::new(kind, bin, subnet);
+    let mut run = Run::default();
+    c.spawn(0);
+    assert!(
+        c.wait_api(0, Duration::from_secs(10)),
+        "{} seed never answered",
+        kind.name()
+    );
+    for i in 1..n {
+        c.spawn(i);
+    }
+    let last_start = Instant::now();
+    let all: Vec<usize> = (0..n).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+    let (t, _) = c.until(&all, last_start, Duration::from_secs(60), |v| {
+        names.iter().all(|x| v.get(x).is_some_and(|s| s == "alive"))
+    });
+    run.join = t;
+
+    // A late joiner: its member-join handler on every other agent.
+    let late = n;
+    let started = c.spawn(late);
+    let started_ns = started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let late_name = format!("n{late}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut times;
+    loop {
+        times = handler_times(&c, &late_name, late);
+        if times.iter().all(Option::is_some) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.handler = if times.iter().all(Option::is_some) {
+        times
+            .iter()
+            .flatten()
+            .max()
+            .map(|t| Duration::from_nanos(t.saturating_sub(started_ns) as u64))
+    } else {
+        None
+    };
+    // Everyone (late one included) alive before the faults.
+    let everyone: Vec<usize> = (0..=n).collect();
+    let names_all: Vec<String> = (0..=n).map(|i| format!("n{i}")).collect();
+    c.until(&everyone, Instant::now(), Duration::from_secs(30), |v| {
+        names_all
+            .iter()
+            .all(|x| v.get(x).is_some_and(|s| s == "alive"))
+    });
+
+    if let Some((settle, window)) = idle {
+        run.idle = idle_window(&mut c, settle, window);
+    }
+
+    // SIGKILL node 1: failed everywhere.
+    let victim = 1;
+    let at = c.signal(victim, Signal::SIGKILL);
+    c.reap(victim);
+    let others: Vec<usize> = (0..=n).filter(|i| *i != victim).collect();
+    let (t, views) = c.until(&others, at, Duration::from_secs(60), |v| {
+        v.get("n1").is_some_and(|s| s == "failed")
+    });
+    run.fail = t;
+    run.fail_status = statuses(&views, "n1");
+
+    // SIGTERM node 2: left everywhere (Serf: anything but alive, within 30 s).
+    let at = c.signal(2, Signal::SIGTERM);
+    let others: Vec<usize> = (0..=n).filter(|i| ![1, 2].contains(i)).collect();
+    let (t, views) = c.until(&others, at, Duration::from_secs(30), |v| {
+        v.get("n2").is_some_and(|s| s == "left" || s == "failed")
+    });
+    run.term = if views
+        .iter()
+        .all(|v| v.get("n2").is_some_and(|s| s == "left"))
+    {
+        t
+    } else {
+        None
+    };
+    run.term_status = format!(
+        "{} after {}",
+        statuses(&views, "n2"),
+        t.map(|t| format!("{:.1} s", t.as_secs_f64()))
+            .unwrap_or("30 s+".into())
+    );
+    c.reap(2);
+
+    // SIGINT node 3.
+    let at = c.signal(3, Signal::SIGINT);
+    let others: Vec<usize> = (0..=n).filter(|i| ![1, 2, 3].contains(i)).collect();
+    let (t, views) = c.until(&others, at, Duration::from_secs(30), |v| {
+        v.get("n3").is_some_and(|s| s == "left" || s == "failed")
+    });
+    run.int = if views
+        .iter()
+        .all(|v| v.get("n3").is_some_and(|s| s == "left"))
+    {
+        t
+    } else {
+        None
+    };
+    run.int_status = statuses(&views, "n3");
+    c.reap(3);
+    run.false_failures = c.false_failures.len();
+    run.poll = std::mem::take(&mut c.rounds);
+    run
+}
+
+fn stats(v: &[Duration]) -> Option<(Duration, Duration, Duration)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort();
+    Some((v[0], v[v.len() / 2], v[v.len() - 1]))
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64())
+}
+
+/// Runs the comparison and prints (and writes) the report.
+pub fn compare(o: &Opts) {
+    let serf_version = Command::new(&o.serf)
+        .arg("version")
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let ours_version = Command::new(&o.ours)
+        .arg("--version")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut results: BTreeMap<(usize, Kind), Vec<Run>> = BTreeMap::new();
+    let mut subnet = 1u8;
+    for &n in &o.sizes {
+        for rep in 0..o.reps {
+            for kind in [Kind::Ours, Kind::Serf] {
+                let bin = if kind == Kind::Ours { &o.ours } else { &o.serf };
+                let idle = (rep == 0).then_some((o.settle, o.idle));
+                eprintln!("N={n} rep {} {} ...", rep + 1, kind.name());
+                let r = one_run(kind, bin, n, subnet, idle);
+                eprintln!(
+                    "    join {:?} handler {:?} fail {:?} term {} int {:?} false failures {}",
+                    r.join, r.handler, r.fail, r.term_status, r.int, r.false_failures
+                );
+                subnet = subnet.wrapping_add(1).max(1);
+                results.entry((n, kind)).or_default().push(r);
+            }
+        }
+    }
+    let report = render(o, &results, &serf_version, &ours_version);
+    println!("{report}");
+    if let Some(p) = &o.out {
+        std::fs::write(p, &report).expect("write the report");
+        eprintln!("report written to {}", p.display());
+    }
+}
+
+fn render(
+    o: &Opts,
+    results: &BTreeMap<(usize, Kind), Vec<Run>>,
+    serf_version: &str,
+    ours_version: &str,
+) -> String {
+    use std::fmt::Write as _;
+    let mut r = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let _ = writeln!(r, "# gossip-agent vs Serf\n");
+    let _ = writeln!(
+        r,
+        "Run on {date}: {cores} cores ({cpu}), Linux {}; ours: {ours_version} (commit {commit}), \
+         release build; Serf: `{serf_version}` from Debian's package; both with their LAN profile \
+         and default settings, on loopback (each agent on its own 127.x.y.z). Sizes {:?}, {} \
+         repetitions each, ours and Serf alternating. Command: `cargo run --release -p \
+         gossip-bench -- compare`.\n",
+        kernel.trim(),
+        o.sizes,
+        o.reps
+    );
+    let _ = writeln!(
+        r,
+        "Times in seconds, min / median / max over the repetitions; ratio = median ours / \
+         median Serf. Each is the time of the poll round that saw the last agent reach the \
+         state, so the true time lies up to one round earlier (round durations below).\n"
+    );
+    let _ = writeln!(r, "| figure | N | ours | Serf | ratio | target | met |");
+    let _ = writeln!(r, "|---|---|---|---|---|---|---|");
+    type Pick = fn(&Run) -> Option<Duration>;
+    let figures: [(&str, Pick, Option<f64>, &str); 5] = [
+        (
+            "join convergence",
+            |x| x.join,
+            Some(0.5),
+            "<= 0.5x Serf at N=100",
+        ),
+        (
+            "member-join handler ran on all",
+            |x| x.handler,
+            None,
+            "<= 0.3 s at N=100",
+        ),
+        (
+            "failure detection (SIGKILL)",
+            |x| x.fail,
+            Some(0.6),
+            "<= 0.6x Serf at N=100",
+        ),
+        ("left on all after SIGTERM", |x| x.term, None, "<= 1 s"),
+        (
+            "left on all after SIGINT",
+            |x| x.int,
+            Some(0.5),
+            "<= 0.5x Serf at N=100",
+        ),
+    ];
+    for (name, pick, ratio_target, target) in figures {
+        for &n in &o.sizes {
+            let get = |k: Kind| -> (Vec<Duration>, usize) {
+                let runs = results.get(&(n, k)).map(Vec::as_slice).unwrap_or(&[]);
+                let v: Vec<Duration> = runs.iter().filter_map(pick).collect();
+                (v.clone(), runs.len() - v.len())
+            };
+            let (ov, omiss) = get(Kind::Ours);
+            let (sv, smiss) = get(Kind::Serf);
+            let fmt = |v: &[Duration], miss: usize| match stats(v) {
+                Some((a, m, b)) if miss == 0 => format!("{} / {} / {}", secs(a), secs(m), secs(b)),
+                Some((a, m, b)) => {
+                    format!("{} / {} / {} ({miss} never)", secs(a), secs(m), secs(b))
+                }
+                None => "never".to_string(),
+            };
+            let ratio = match (stats(&ov), stats(&sv)) {
+                (Some((_, a, _)), Some((_, b, _))) if !b.is_zero() => {
+                    Some(a.as_secs_f64() / b.as_secs_f64())
+                }
+                _ => None,
+            };
+            let is_target_size =
+                n == 100 || (n == *o.sizes.iter().max().unwrap_or(&n) && !o.sizes.contains(&100));
+            let met = if !is_target_size {
+                String::new()
+            } else {
+                let om = stats(&ov).map(|s| s.1);
+                let ok = match (name, ratio_target) {
+                    (_, Some(t)) => ratio.is_some_and(|x| x <= t) && omiss == 0,
+                    ("member-join handler ran on all", _) => {
+                        om.is_some_and(|m| m <= Duration::from_millis(300))
+                    }
+                    _ => om.is_some_and(|m| m <= Duration::from_secs(1)) && omiss == 0,
+                };
+                if ok { "yes".into() } else { "**no**".into() }
+            };
+            let _ = writeln!(
+                r,
+                "| {name} | {n} | {} | {} | {} | {} | {met} |",
+                fmt(&ov, omiss),
+                fmt(&sv, smiss),
+                ratio.map(|x| format!("{x:.2}")).unwrap_or("-".into()),
+                if is_target_size { target } else { "" },
+            );
+        }
+    }
+    let _ = writeln!(r, "\nWhat the others converged to (first repetition):\n");
+    let _ = writeln!(
+        r,
+        "| N | impl | after SIGKILL | after SIGTERM | after SIGINT | false failures (all reps) |"
+    );
+    let _ = writeln!(r, "|---|---|---|---|---|---|");
+    for ((n, k), runs) in results {
+        let ff: usize = runs.iter().map(|x| x.false_failures).sum();
+        let f = &runs[0];
+        let _ = writeln!(
+            r,
+            "| {n} | {} | {} | {} | {} | {ff} |",
+            k.name(),
+            f.fail_status,
+            f.term_status,
+            f.int_status
+        );
+    }
+    let _ = writeln!(
+        r,
+        "\nIdle (first repetition, after a {} s pause, over {} s; bytes are IP packets on the \
+         gossip port captured with tcpdump, UDP and TCP, divided by the number of agents):\n",
+        o.settle.as_secs(),
+        o.idle.as_secs()
+    );
+    let _ = writeln!(
+        r,
+        "| N | impl | RSS per agent | CPU per agent | gossip bytes/s per agent | own counters (UDP payload) |"
+    );
+    let _ = writeln!(r, "|---|---|---|---|---|---|");
+    for ((n, k), runs) in results {
+        if let Some(i) = runs.iter().find_map(|x| x.idle.clone()) {
+            let _ = writeln!(
+                r,
+                "| {n} | {} | {:.1} MiB | {:.2} % | {:.0} | {} |",
+                k.name(),
+                i.rss_kib / 1024.0,
+                i.cpu_pct,
+                i.bytes_per_s,
+                i.counter_bytes_per_s
+                    .map(|b| format!("{b:.0}"))
+                    .unwrap_or("-".into())
+            );
+        }
+    }
+    let _ = writeln!(r, "\nPoll rounds (the timings' resolution):\n");
+    let _ = writeln!(r, "| N | impl | median round | max round |");
+    let _ = writeln!(r, "|---|---|---|---|");
+    for ((n, k), runs) in results {
+        let all: Vec<Duration> = runs.iter().flat_map(|x| x.poll.iter().copied()).collect();
+        if let Some((_, m, mx)) = stats(&all) {
+            let _ = writeln!(
+                r,
+                "| {n} | {} | {:.0} ms | {:.0} ms |",
+                k.name(),
+                m.as_secs_f64() * 1e3,
+                mx.as_secs_f64() * 1e3
+            );
+        }
+    }
+    r
+}
