@@ -51,6 +51,10 @@ struct Args {
     /// Suspicion policy: lifeguard (the default) or plain (foca as is).
     #[arg(long, default_value = "lifeguard")]
     suspicion: Suspicion,
+    /// Suspicion timeout multiplier: timeout = MULT x max(1, log10 N) x probe period
+    /// [default: the profile's]
+    #[arg(long)]
+    suspicion_mult: Option<f64>,
     /// Facts timed per kind, at most.
     #[arg(long, default_value_t = 20)]
     sample: usize,
@@ -90,6 +94,13 @@ fn main() -> ExitCode {
     }
     let mut core = CoreConfig::new(a.profile);
     core.suspicion = a.suspicion;
+    if let Some(m) = a.suspicion_mult {
+        if !(0.5..=20.0).contains(&m) {
+            eprintln!("error: invalid suspicion-mult {m}: expected 0.5 to 20");
+            return ExitCode::from(2);
+        }
+        core.suspicion_mult = m;
+    }
     if let Some(f) = a.notice_fanout {
         core.notice_fanout = f;
     }

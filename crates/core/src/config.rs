@@ -110,6 +110,14 @@ pub struct CoreConfig {
     pub health_max: u32,
     /// How often each node announces itself to a failed member (to heal partitions).
     pub reconnect_interval: Duration,
+    /// The suspicion timeout is `suspicion_mult x max(1, log10 N) x probe period` (SWIM's and
+    /// memberlist's formula; Serf's LAN profile uses 4, its minimum under Lifeguard).
+    pub suspicion_mult: f64,
+    /// Lifeguard only: a node that learns of a suspicion asks the suspect directly
+    /// (retransmitting) and, if nothing at all comes back from it for this long, declares it
+    /// failed without waiting for the full timeout: its own evidence confirms the suspicion.
+    /// None: always the full timeout.
+    pub suspicion_confirm: Option<Duration>,
 }
 
 impl CoreConfig {
@@ -133,6 +141,15 @@ impl CoreConfig {
             suspicion: Suspicion::default(),
             health_max: 8,
             reconnect_interval: Duration::from_secs(5),
+            suspicion_confirm: Some(match profile {
+                Profile::Lan | Profile::Local => Duration::from_secs(3),
+                Profile::Wan => Duration::from_secs(15),
+            }),
+            suspicion_mult: match profile {
+                Profile::Lan => 4.0,
+                Profile::Local => 3.0,
+                Profile::Wan => 6.0,
+            },
         }
     }
 
@@ -146,13 +163,13 @@ impl CoreConfig {
             Profile::Local => {
                 let mut c = foca::Config::new_lan(n);
                 c.probe_rtt = Duration::from_millis(200);
-                c.suspect_to_down_after = suspicion(n, c.probe_period, 3.0);
                 if let Some(g) = c.periodic_gossip.as_mut() {
                     g.frequency = Duration::from_millis(100);
                 }
                 c
             }
         };
+        c.suspect_to_down_after = suspicion(n, c.probe_period, self.suspicion_mult);
         // Serf retries failed members every 30 s; after a partition both halves see each other
         // as failed, so try them far more often (a small announce, only while some are failed).
         if let Some(d) = c.periodic_announce_to_down_members.as_mut() {

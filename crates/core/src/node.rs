@@ -11,6 +11,7 @@
 //! [`Node::new`], the identity version from the driver, and every collection it iterates for
 //! a decision keeps insertion order.
 
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub enum TimerEvent {
     AnnounceSelf,
     /// Lifeguard: lower the local health multiplier by one.
     HealthDecay,
+    /// A suspicion's early verdict: when the suspect sent us nothing since we learnt of the
+    /// suspicion (our own notices to it unanswered), this foca timer is handled now rather
+    /// than at the full suspicion timeout.
+    SuspectUnconfirmed(foca::Timer<NodeId>),
 }
 
 /// An effect the driver must carry out.
@@ -118,6 +123,8 @@ struct PendingNotice {
     data: Vec<u8>,
     /// Destination and transmissions so far.
     targets: IndexMap<SocketAddr, u32>,
+    /// Transmissions per destination before giving up.
+    attempts: u32,
 }
 
 type FocaNode = Foca<NodeId, ValidatingCodec, SmallRng, NoCustomBroadcast>;
@@ -142,6 +149,9 @@ pub struct Node {
     answered: indexmap::IndexSet<SocketAddr>,
     /// Lifeguard's local health multiplier: recent suspicions this node raised.
     health: u32,
+    /// Suspects (by address) awaiting an early verdict, and whether they sent us anything
+    /// since we learnt of the suspicion.
+    unconfirmed: BTreeMap<SocketAddr, bool>,
     /// The sequence number of our leave notice, once left.
     leave_notice: Option<u64>,
 }
@@ -186,6 +196,7 @@ impl Node {
             announced: None,
             answered: indexmap::IndexSet::new(),
             health: 0,
+            unconfirmed: BTreeMap::new(),
             leave_notice: None,
         };
         node.emit(EventKind::Join, id, Status::Alive);
@@ -355,6 +366,8 @@ impl Node {
         let result = self.dispatch(from, data);
         if let Err(reason) = &result {
             self.stats.count_drop(reason);
+        } else if let Some(heard) = self.unconfirmed.get_mut(&from) {
+            *heard = true;
         }
         self.drain_foca();
         result
@@ -493,6 +506,18 @@ impl Node {
                 }
             }
             TimerEvent::NoticeRetry(seq) => self.retry_notice(seq),
+            TimerEvent::SuspectUnconfirmed(t) => {
+                let addr = match &t {
+                    foca::Timer::ChangeSuspectToDown { member_id, .. } => member_id.addr(),
+                    _ => return,
+                };
+                if self.unconfirmed.remove(&addr) == Some(false) && !self.left {
+                    if let Err(e) = self.foca.handle_timer(t, &mut self.rt) {
+                        tracing::debug!(error = %e, "early suspicion verdict refused");
+                    }
+                    self.drain_foca();
+                }
+            }
             TimerEvent::HealthDecay => {
                 self.health = self.health.saturating_sub(1);
                 if self.health > 0 {
@@ -573,6 +598,7 @@ impl Node {
             PendingNotice {
                 data,
                 targets: targets.into_iter().map(|t| (t, 1)).collect(),
+                attempts: self.config.notice_attempts,
             },
         );
         self.schedule(self.config.notice_retry, TimerEvent::NoticeRetry(seq));
@@ -583,7 +609,7 @@ impl Node {
         let Some(mut p) = self.notices.shift_remove(&seq) else {
             return;
         };
-        let attempts_max = self.config.notice_attempts;
+        let attempts_max = p.attempts;
         p.targets.retain(|_, n| *n < attempts_max);
         if p.targets.is_empty() {
             return;
@@ -656,7 +682,11 @@ impl Node {
                     incarnation,
                     ..
                 } if self.config.suspicion == Suspicion::Lifeguard => {
-                    self.on_suspicion(member_id.clone(), *incarnation, after)
+                    let (after, early) = self.on_suspicion(member_id.clone(), *incarnation, after);
+                    if let Some(early) = early {
+                        self.schedule(early, TimerEvent::SuspectUnconfirmed(timer.clone()));
+                    }
+                    after
                 }
                 _ => after,
             };
@@ -765,28 +795,45 @@ impl Node {
         }
     }
 
-    /// Lifeguard: our probe of `member` just failed. Tell it (so it refutes at once, to us),
-    /// and stretch our timeout by our local health: the more of our own probes fail lately,
-    /// the less our verdicts are worth. Returns the delay before the failure verdict.
+    /// Lifeguard: `member` is suspect (our probe failed, or we learnt it). Tell it directly
+    /// (so it refutes at once, to us), and stretch our timeouts by our local health: the more
+    /// of our own probes fail lately, the less our verdicts are worth. Returns the delay
+    /// before the failure verdict, and the delay of the early verdict: if the suspect sends
+    /// us nothing at all while our notice to it is retransmitted for `suspicion_confirm`, we
+    /// have confirmed the suspicion ourselves and need not wait for the full timeout.
     fn on_suspicion(
         &mut self,
         member: NodeId,
         incarnation: foca::Incarnation,
         after: Duration,
-    ) -> Duration {
-        let stretched = after.saturating_mul(1 + self.health);
+    ) -> (Duration, Option<Duration>) {
+        let stretch = 1 + self.health;
+        let stretched = after.saturating_mul(stretch);
         if self.health == 0 {
             self.schedule(self.foca_config.probe_period, TimerEvent::HealthDecay);
         }
         self.health = (self.health + 1).min(self.config.health_max);
         let to = member.addr();
-        self.notice_to(to, Member::new(member, incarnation, State::Suspect));
-        stretched
-    }
-
-    /// Sends one acknowledged notice to one address (retransmitted like the others).
-    fn notice_to(&mut self, to: SocketAddr, member: Member<NodeId>) {
-        self.post_notice(vec![to], member, true);
+        let early = self
+            .config
+            .suspicion_confirm
+            .map(|c| c.saturating_mul(stretch))
+            .filter(|c| *c < stretched);
+        let seq = self.post_notice(
+            vec![to],
+            Member::new(member, incarnation, State::Suspect),
+            true,
+        );
+        if let Some(early) = early {
+            self.unconfirmed.insert(to, false);
+            // Keep asking for the whole confirmation window.
+            let retry = self.config.notice_retry.as_millis().max(1);
+            let attempts = (early.as_millis() / retry + 1).min(u128::from(u32::MAX)) as u32;
+            if let Some(p) = seq.and_then(|s| self.notices.get_mut(&s)) {
+                p.attempts = p.attempts.max(attempts);
+            }
+        }
+        (stretched, early)
     }
 
     /// Retunes foca (transmissions per update, suspicion timeout) for the cluster size.

@@ -24,6 +24,12 @@ struct Args {
     /// Simulated seconds after formation.
     #[arg(long, default_value_t = 120)]
     duration: u64,
+    /// Suspicion multipliers tried with the Lifeguard remedies (plain foca runs with 4).
+    #[arg(long, value_delimiter = ',', default_value = "4")]
+    mults: Vec<f64>,
+    /// Early-verdict windows tried with the Lifeguard remedies, in seconds (0: none).
+    #[arg(long, value_delimiter = ',', default_value = "0,3")]
+    confirm_secs: Vec<u64>,
 }
 
 fn main() {
@@ -44,18 +50,36 @@ fn main() {
         a.nodes, a.duration, a.seeds
     );
     println!();
-    println!(
-        "| condition | plain: false failures | plain: detection (s) | lifeguard: false failures | lifeguard: detection (s) |"
-    );
-    println!("|---|---|---|---|---|");
+    let mut policies = vec![(Suspicion::Plain, 4.0, 0)];
+    for m in &a.mults {
+        for c in &a.confirm_secs {
+            policies.push((Suspicion::Lifeguard, *m, *c));
+        }
+    }
+    let mut header = String::from("| condition |");
+    let mut rule = String::from("|---|");
+    for (p, m, c) in &policies {
+        let name = match c {
+            0 => format!("{p} x{m}"),
+            c => format!("{p} x{m} + {c} s confirm"),
+        };
+        header.push_str(&format!(
+            " {name}: false failures | {name}: detection (s) |"
+        ));
+        rule.push_str("---|---|");
+    }
+    println!("{header}");
+    println!("{rule}");
     for (label, loss, slow, slow_ms) in cells {
         let mut row = Vec::new();
-        for policy in [Suspicion::Plain, Suspicion::Lifeguard] {
+        for (policy, mult, confirm) in &policies {
             let mut ff = 0;
             let mut det = Vec::new();
             for seed in 1..=a.seeds {
                 let mut core = CoreConfig::new(Profile::Lan);
-                core.suspicion = policy;
+                core.suspicion = *policy;
+                core.suspicion_mult = *mult;
+                core.suspicion_confirm = (*confirm > 0).then(|| Duration::from_secs(*confirm));
                 let r = scenario::run(&RunConfig {
                     nodes: a.nodes,
                     seed,
@@ -81,6 +105,6 @@ fn main() {
             let med = det.get(det.len() / 2).copied().unwrap_or(f64::NAN);
             row.push(format!("{ff} | {med:.1}"));
         }
-        println!("| {label} | {} | {} |", row[0], row[1]);
+        println!("| {label} | {} |", row.join(" | "));
     }
 }
