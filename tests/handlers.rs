@@ -183,6 +183,37 @@ fn a_hung_handler_is_killed_and_blocks_nobody() {
 }
 
 #[test]
+fn a_lone_join_is_not_held_back_by_coalescing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("joins.out");
+    let handler = format!("member-join=cat >> {}", out.display());
+    // A long quiet period: a lone join must still run at once (leading edge).
+    let flags = [
+        "--event-handler",
+        &handler,
+        "--coalesce-quiet",
+        "3000",
+        "--coalesce-max",
+        "6000",
+    ];
+    let seed = seed_agent("seed", d, &flags);
+    wait_until(Duration::from_secs(5), || read(&out).contains("seed\t"))
+        .expect("self join delivered");
+    std::thread::sleep(Duration::from_millis(3100)); // past the quiet period: the line is idle
+    let (g, r) = member_addrs(test_net(), 1);
+    let join = seed.gossip.to_string();
+    let start = std::time::Instant::now();
+    let _late = Agent::start("late", g, r, &["--join", &join], d);
+    let took = wait_until(Duration::from_secs(10), || read(&out).contains("late\t"))
+        .expect("join delivered");
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "the lone join waited {took:?} (quiet period 3 s)"
+    );
+}
+
+#[test]
 fn a_burst_of_joins_gives_a_few_invocations() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

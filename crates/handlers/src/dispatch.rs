@@ -1,5 +1,6 @@
 //! The dispatcher: takes events from the agent without ever blocking it, coalesces member
-//! events (a short quiet period with an upper bound), and fans batches out to one queue and
+//! events (the first after a quiet period goes out at once; what follows within the quiet
+//! period waits for quiet, with an upper bound), and fans batches out to one queue and
 //! task per handler, so a slow or hung handler delays only itself. A handler that falls behind
 //! gets its backlog merged (latest state per member) before its next run.
 
@@ -103,6 +104,8 @@ async fn run(
     let mut local: Option<NodeId> = None;
     let mut first_at: Option<Instant> = None;
     let mut quiet_until: Option<Instant> = None;
+    // When member events were last delivered.
+    let mut last_flush: Option<Instant> = None;
     loop {
         let deadline = match (first_at, quiet_until) {
             (Some(f), Some(q)) => Some(q.min(f + config.coalesce_max)),
@@ -125,6 +128,15 @@ async fn run(
                 local = Some(l);
                 coalescer.add(e);
                 let now = Instant::now();
+                // Leading edge: an event after a quiet period goes out at once (a single join
+                // is not delayed); what follows it within the quiet period is coalesced.
+                let idle = first_at.is_none()
+                    && last_flush.is_none_or(|t| now - t >= config.coalesce_quiet);
+                if idle {
+                    flush(&mut coalescer, &handlers, local.as_ref());
+                    last_flush = Some(now);
+                    continue;
+                }
                 first_at.get_or_insert(now);
                 quiet_until = Some(now + config.coalesce_quiet);
                 if !config.coalesce_quiet.is_zero() {
@@ -154,6 +166,7 @@ async fn run(
             None => {}
         }
         flush(&mut coalescer, &handlers, local.as_ref());
+        last_flush = Some(Instant::now());
         first_at = None;
         quiet_until = None;
     }
