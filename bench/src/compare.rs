@@ -5,8 +5,8 @@
 //! default ports, every agent joining the first. Measured:
 //!
 //! - join convergence: from the last agent's start until every agent lists all N alive;
-//! - member-join handler: one more agent started; until the handler (a shell script writing a
-//!   nanosecond timestamp) has run for it on every other agent;
+//! - member-join handler: one more agent started, a second after the join converged; until
+//!   the handler (a bash script writing a timestamp) has run for it on every other agent;
 //! - failure detection: SIGKILL of one agent, until every other lists it failed;
 //! - SIGTERM: until every other lists it left (or, for Serf, anything but alive), and the
 //!   status they converge to; SIGINT (Serf's graceful leave) the same;
@@ -616,7 +616,9 @@ fn one_run(
     });
     run.join = t;
 
-    // A late joiner: its member-join handler on every other agent.
+    // A late joiner, once the cluster has been quiet for a second (as a scale-up after the
+    // initial start would be): its member-join handler on every other agent.
+    std::thread::sleep(Duration::from_secs(1));
     let late = n;
     let started = c.spawn(late);
     let started_ns = started
@@ -890,6 +892,31 @@ fn render(
                 if is_target_size { target } else { "" },
             );
         }
+    }
+    let _ = writeln!(
+        r,
+        "\nWorst repetition / median, join convergence (target for ours: at most 3x):\n"
+    );
+    let _ = writeln!(r, "| N | ours | Serf |");
+    let _ = writeln!(r, "|---|---|---|");
+    for &n in &o.sizes {
+        let spread = |k: Kind| {
+            let runs = results.get(&(n, k)).map(Vec::as_slice).unwrap_or(&[]);
+            let v: Vec<Duration> = runs.iter().filter_map(|x| x.join).collect();
+            match stats(&v) {
+                _ if v.len() < runs.len() => "a repetition never converged (60 s)".to_string(),
+                Some((_, m, mx)) if !m.is_zero() => {
+                    format!("{:.2}x", mx.as_secs_f64() / m.as_secs_f64())
+                }
+                _ => "-".to_string(),
+            }
+        };
+        let _ = writeln!(
+            r,
+            "| {n} | {} | {} |",
+            spread(Kind::Ours),
+            spread(Kind::Serf)
+        );
     }
     let _ = writeln!(r, "\nWhat the others converged to (first repetition):\n");
     let _ = writeln!(
