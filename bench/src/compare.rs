@@ -668,47 +668,41 @@ fn one_run(
     run.fail = t;
     run.fail_status = statuses(&views, "n1");
 
-    // SIGTERM node 2: left everywhere (Serf: anything but alive, within 30 s).
-    let at = c.signal(2, Signal::SIGTERM);
-    let others: Vec<usize> = (0..=n).filter(|i| ![1, 2].contains(i)).collect();
-    let (t, views) = c.until(&others, at, Duration::from_secs(30), |v| {
-        v.get("n2").is_some_and(|s| s == "left" || s == "failed")
-    });
-    run.term = if views
-        .iter()
-        .all(|v| v.get("n2").is_some_and(|s| s == "left"))
-    {
-        t
-    } else {
-        None
-    };
-    run.term_status = format!(
-        "{} after {}",
-        statuses(&views, "n2"),
-        t.map(|t| format!("{:.1} s", t.as_secs_f64()))
-            .unwrap_or("30 s+".into())
-    );
-    c.reap(2);
-
-    // SIGINT node 3.
-    let at = c.signal(3, Signal::SIGINT);
-    let others: Vec<usize> = (0..=n).filter(|i| ![1, 2, 3].contains(i)).collect();
-    let (t, views) = c.until(&others, at, Duration::from_secs(30), |v| {
-        v.get("n3").is_some_and(|s| s == "left" || s == "failed")
-    });
-    run.int = if views
-        .iter()
-        .all(|v| v.get("n3").is_some_and(|s| s == "left"))
-    {
-        t
-    } else {
-        None
-    };
-    run.int_status = statuses(&views, "n3");
-    c.reap(3);
+    // SIGTERM node 2, then SIGINT node 3 (Serf's graceful leave).
+    let (t, status) = leave(&mut c, n, 2, Signal::SIGTERM);
+    run.term = t;
+    run.term_status = status;
+    let (t, status) = leave(&mut c, n, 3, Signal::SIGINT);
+    run.int = t;
+    run.int_status = status;
     run.false_failures = c.false_failures.len();
     run.poll = std::mem::take(&mut c.rounds);
     run
+}
+
+/// Signals node `i` of a cluster of `n` + 1 and waits (30 s at most) until every other live
+/// node lists it left or failed. Returns the time when all list it *left* (None otherwise)
+/// and what they converged to.
+fn leave(c: &mut Cluster, n: usize, i: usize, sig: Signal) -> (Option<Duration>, String) {
+    let name = format!("n{i}");
+    let at = c.signal(i, sig);
+    let others: Vec<usize> = (0..=n)
+        .filter(|j| *j != i && c.nodes[*j].child.is_some())
+        .collect();
+    let (t, views) = c.until(&others, at, Duration::from_secs(30), |v| {
+        v.get(&name).is_some_and(|s| s == "left" || s == "failed")
+    });
+    c.reap(i);
+    let all_left = views
+        .iter()
+        .all(|v| v.get(&name).is_some_and(|s| s == "left"));
+    let status = format!(
+        "{} after {}",
+        statuses(&views, &name),
+        t.map(|t| format!("{:.1} s", t.as_secs_f64()))
+            .unwrap_or("30 s+".into())
+    );
+    (if all_left { t } else { None }, status)
 }
 
 fn stats(v: &[Duration]) -> Option<(Duration, Duration, Duration)> {

@@ -19,4 +19,5 @@ pub mod writer;
 
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use filter::{Event, HandlerSpec};
-pub use writer::{Snapshot, Writer, WriterConfig};
+
+pub use writer::{Snapshot, Writer, WriterConfig, parse_signal};

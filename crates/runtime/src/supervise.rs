@@ -198,7 +198,7 @@ impl ServiceConfig {
         }
         let stop_signal = match a.stop_signal.as_deref() {
             None => Signal::SIGTERM,
-            Some(s) => parse_signal(s).map_err(|e| bad("stop-signal", e))?,
+            Some(s) => gossip_handlers::parse_signal(s).map_err(|e| bad("stop-signal", e))?,
         };
         if a.drain_port == Some(0) {
             return Err(bad("drain-port", "must not be 0".into()));
@@ -217,21 +217,6 @@ impl ServiceConfig {
             stop_timeout: secs("stop-timeout", a.stop_timeout_secs, 5)?,
         })
     }
-}
-
-/// `TERM`, `SIGTERM`, `term` or a number.
-fn parse_signal(s: &str) -> Result<Signal, String> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| format!("{s:?} is not a signal number"));
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>()
-        .map_err(|_| format!("{s:?} is not a signal name"))
 }
 
 /// Runs the service and the agent as described in the module doc. Returns the exit code the
@@ -660,6 +645,7 @@ mod tests {
 
     #[test]
     fn signals_parse_and_codes_follow_the_shell() {
+        use gossip_handlers::parse_signal;
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
         assert_eq!(parse_signal("SIGQUIT"), Ok(Signal::SIGQUIT));

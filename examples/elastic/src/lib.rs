@@ -83,6 +83,14 @@ impl Demo {
         format!("{}-{host}", self.run)
     }
 
+    /// The Docker API filter selecting what this run created.
+    fn label_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_string(),
+            vec![format!("gossip-demo={}", self.run)],
+        )])
+    }
+
     fn label(&self) -> HashMap<String, String> {
         HashMap::from([("gossip-demo".to_string(), self.run.clone())])
     }
@@ -219,10 +227,7 @@ impl Demo {
             .docker
             .list_containers(Some(ListContainersOptions {
                 all: false,
-                filters: Some(HashMap::from([(
-                    "label".to_string(),
-                    vec![format!("gossip-demo={}", self.run)],
-                )])),
+                filters: Some(self.label_filter()),
                 ..Default::default()
             }))
             .await?;
@@ -409,10 +414,7 @@ impl Demo {
             .docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(HashMap::from([(
-                    "label".to_string(),
-                    vec![format!("gossip-demo={}", self.run)],
-                )])),
+                filters: Some(self.label_filter()),
                 ..Default::default()
             }))
             .await?;
@@ -434,10 +436,7 @@ impl Demo {
         let nets = self
             .docker
             .list_networks(Some(ListNetworksOptions {
-                filters: Some(HashMap::from([(
-                    "label".to_string(),
-                    vec![format!("gossip-demo={}", self.run)],
-                )])),
+                filters: Some(self.label_filter()),
             }))
             .await?;
         for net in nets {

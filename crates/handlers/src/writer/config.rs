@@ -313,7 +313,11 @@ impl WriterConfig {
     }
 }
 
-fn parse_signal(s: &str) -> Result<Signal, String> {
+/// A signal by name (`HUP`, `SIGHUP`, `hup`) or number (`1`).
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    if let Ok(n) = s.trim().parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("{s:?} is not a signal number"));
+    }
     let name = s.trim().to_ascii_uppercase();
     let name = if name.starts_with("SIG") {
         name

@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use config::{WriterConfig, WriterKind};
+pub use config::{WriterConfig, WriterKind, parse_signal};
 
 use crate::script::{self, Outcome};
 
