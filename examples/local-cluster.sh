@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 BIN=${BIN:-target/release/gossip-agent}
 if [[ $BIN == target/release/gossip-agent ]]; then
-  cargo build --release --quiet -p gossip-agent
+  cargo -q release-agent
 fi
 LOGDIR=$(mktemp -d)
 pids=()

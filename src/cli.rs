@@ -31,6 +31,14 @@ pub enum Command {
     Tags(TagsArgs),
     /// Show the local agent's state and counters.
     Info(InfoArgs),
+    /// Send a cluster-wide user event: every member's `user` and `user:NAME` handlers run
+    /// once, with the payload on stdin.
+    Event(EventArgs),
+    /// Mark a failed member as left on every member (Serf's force-leave)
+    ForceLeave(ForceLeaveArgs),
+    /// Ask members a query: their `query` handlers answer; acks and answers print as they
+    /// arrive
+    Query(QueryArgs),
 }
 
 /// Flags of `agent`. Each may also come from the environment variable named in its help; a
@@ -90,6 +98,10 @@ pub struct AgentArgs {
     /// Deliver coalesced member events at most this long after the first [default: 1000]
     #[arg(long, value_name = "MS")]
     pub coalesce_max: Option<u64>,
+    /// Largest user event this agent sends or accepts: name plus payload, 1 to 2048 bytes
+    /// [default: 1024]
+    #[arg(long, env = "GOSSIP_EVENT_SIZE_MAX", value_name = "BYTES")]
+    pub event_size_max: Option<usize>,
     /// A built-in writer, KIND:KEY=VALUE,...; KIND is nginx, hipache, dnsmasq or template;
     /// repeatable (see the README for the keys)
     #[arg(long = "writer", value_name = "KIND:K=V,...")]
@@ -200,6 +212,85 @@ pub struct TagsArgs {
     pub rpc: RpcArgs,
 }
 
+/// Flags of `event`.
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// Serf's coalesce flag (`--coalesce=false` to clear it)
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub coalesce: bool,
+    /// Event name: letters, digits, '.', '-', '_', ':' and '/'
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Payload (at most 1 KiB with the name, by default)
+    #[arg(value_name = "PAYLOAD")]
+    pub payload: Option<String>,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
+}
+
+/// Flags of `query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Only this member; repeatable
+    #[arg(long = "node", value_name = "NAME")]
+    pub nodes: Vec<String>,
+    /// Only members whose tag K matches REGEX (whole value); repeatable
+    #[arg(long = "tag", value_name = "K=REGEX")]
+    pub tags: Vec<String>,
+    /// Deadline, e.g. 500ms, 5s, 1m [default: Serf's, 3.2 s x ceil(log10(N + 1))]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Do not print acks
+    #[arg(long)]
+    pub no_ack: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Query name: letters, digits, '.', '-', '_', ':' and '/'
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Payload
+    #[arg(value_name = "PAYLOAD")]
+    pub payload: Option<String>,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
+}
+
+/// A Go-style duration: a number with `ms`, `s`, `m` or `h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 1m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?} is not a duration like 500ms, 5s or 1m")),
+    };
+    if !(secs > 0.0 && secs <= 3600.0) {
+        return Err(format!("{s:?} is not between 1ms and 1h"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// Flags of `force-leave`.
+#[derive(Debug, Args)]
+pub struct ForceLeaveArgs {
+    /// The failed member's name
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
+}
+
 /// Flags of `info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -212,7 +303,18 @@ pub struct InfoArgs {
 }
 
 /// Subcommand names, to decide when to insert the default `agent`.
-pub const SUBCOMMANDS: &[&str] = &["agent", "members", "join", "leave", "tags", "info", "help"];
+pub const SUBCOMMANDS: &[&str] = &[
+    "agent",
+    "members",
+    "join",
+    "leave",
+    "tags",
+    "info",
+    "event",
+    "force-leave",
+    "query",
+    "help",
+];
 
 /// Inserts `agent` when no subcommand is named: `gossip-agent --role x` runs the agent.
 pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {

@@ -3,12 +3,14 @@
 
 mod cli;
 mod init;
+mod serf;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use gossip_runtime::api::{
-    InfoResponse, JoinRequest, JoinResponse, LeaveResponse, MemberFilter, MembersResponse,
+    EventRequest, EventResponse, ForceLeaveRequest, ForceLeaveResponse, InfoResponse, JoinRequest,
+    JoinResponse, LeaveResponse, MemberFilter, MembersResponse, QueryLine, QueryRequest,
     TagsRequest, TagsResponse, members_text,
 };
 use gossip_runtime::client::Client;
@@ -23,7 +25,32 @@ fn main() -> ExitCode {
         return code;
     }
     init::unblock_signals();
-    let args = cli::with_default_subcommand(std::env::args().collect());
+    let argv: Vec<String> = std::env::args().collect();
+    let as_serf = argv.first().is_some_and(|a| serf::invoked_as_serf(a));
+    let args = if as_serf {
+        match serf::translate(&argv) {
+            Ok(serf::Translated::Run(a)) => a,
+            Ok(serf::Translated::Print(text)) => {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        cli::with_default_subcommand(argv)
+    };
+    let code = run(args);
+    // Serf exits 1 for every error, bad flags included.
+    if as_serf && code == ExitCode::from(2) {
+        return ExitCode::from(1);
+    }
+    code
+}
+
+fn run(args: Vec<String>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -86,6 +113,7 @@ fn run_agent(runtime: &tokio::runtime::Runtime, a: cli::AgentArgs) -> ExitCode {
         handler_timeout_secs: a.handler_timeout,
         coalesce_quiet_ms: a.coalesce_quiet,
         coalesce_max_ms: a.coalesce_max,
+        event_size_max: a.event_size_max,
         writers: a.writers,
     };
     let config = match AgentConfig::resolve(overrides) {
@@ -216,6 +244,33 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
                 println!("{k}={v}");
             }
         }
+        Command::Event(e) => {
+            let req = EventRequest {
+                name: e.name.clone(),
+                payload: e.payload.unwrap_or_default(),
+                coalesce: e.coalesce,
+            };
+            let _: EventResponse = Client::new(e.rpc.rpc_addr).post("/v1/event", &req).await?;
+            println!(
+                "Event '{}' dispatched! Coalescing enabled: {}",
+                e.name, e.coalesce
+            );
+        }
+        Command::Query(q) => query(q).await?,
+        Command::ForceLeave(f) => {
+            let resp: ForceLeaveResponse = Client::new(f.rpc.rpc_addr)
+                .post(
+                    "/v1/force-leave",
+                    &ForceLeaveRequest {
+                        node: f.node.clone(),
+                    },
+                )
+                .await?;
+            // Like Serf: success either way; say so when there was nothing to do.
+            if !resp.changed {
+                eprintln!("{} is not a failed member here: nothing to do", f.node);
+            }
+        }
         Command::Info(i) => {
             let resp: InfoResponse = Client::new(i.rpc.rpc_addr).get("/v1/info").await?;
             match i.format {
@@ -223,6 +278,63 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
                 Format::Text => print_info(&resp),
             }
         }
+    }
+    Ok(())
+}
+
+async fn query(q: cli::QueryArgs) -> Result<(), ClientError> {
+    let req = QueryRequest {
+        name: q.name.clone(),
+        payload: q.payload.clone().unwrap_or_default(),
+        nodes: q.nodes.clone(),
+        tags: q.tags.clone(),
+        timeout_ms: q.timeout.map(|t| t.as_millis() as u64),
+        no_ack: q.no_ack,
+    };
+    let text = q.format == Format::Text;
+    if text {
+        println!("Query '{}' dispatched", q.name);
+    }
+    let mut acks: Vec<String> = Vec::new();
+    let mut responses: std::collections::BTreeMap<String, String> = Default::default();
+    // The agent ends the stream at the deadline; allow for it plus slack.
+    let limit = q.timeout.unwrap_or(std::time::Duration::from_secs(60))
+        + std::time::Duration::from_secs(10);
+    Client::new(q.rpc.rpc_addr)
+        .with_timeout(limit)
+        .post_lines("/v1/query", &req, |line: QueryLine| match line {
+            QueryLine::Ack { from } => {
+                if text {
+                    println!("Ack from '{from}'");
+                }
+                acks.push(from);
+            }
+            QueryLine::Response { from, payload } => {
+                if text {
+                    println!(
+                        "Response from '{from}': {}",
+                        payload.strip_suffix('\n').unwrap_or(&payload)
+                    );
+                }
+                responses.insert(from, payload);
+            }
+            QueryLine::Started { .. } | QueryLine::Done => {}
+        })
+        .await?;
+    if text {
+        if !q.no_ack {
+            println!("Total Acks: {}", acks.len());
+        }
+        println!("Total Responses: {}", responses.len());
+    } else {
+        #[derive(serde::Serialize)]
+        struct Out {
+            #[serde(rename = "Acks")]
+            acks: Vec<String>,
+            #[serde(rename = "Responses")]
+            responses: std::collections::BTreeMap<String, String>,
+        }
+        println!("{}", to_json(&Out { acks, responses }));
     }
     Ok(())
 }

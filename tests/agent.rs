@@ -157,14 +157,15 @@ fn garbage_on_the_gossip_port_is_dropped_and_counted() {
         x
     };
     let mut sent = 0u64;
+    let v = gossip_core::wire::VERSION;
     for i in 0..200u64 {
         let len = (next() % 1500) as usize;
         let body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         let p: Vec<u8> = match i % 5 {
             1 => [b"GA\x09\x00".as_slice(), &body].concat(),
             2 => b"GA".to_vec(),
-            3 => [b"GA\x01\x00".as_slice(), &body].concat(),
-            4 => [b"GA\x01\x01".as_slice(), &body].concat(),
+            3 => [[b'G', b'A', v, 0].as_slice(), &body].concat(),
+            4 => [[b'G', b'A', v, 1].as_slice(), &body].concat(),
             _ => [b"\xff".as_slice(), &body].concat(),
         };
         sock.send_to(&p, seed.gossip).unwrap();

@@ -255,3 +255,192 @@ fn a_burst_of_joins_gives_a_few_invocations() {
         read(&out)
     );
 }
+
+#[test]
+fn a_user_event_runs_every_members_user_handlers_once_with_payload_and_ltime() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rec = |name: &str| {
+        let out = d.join(format!("{name}.events"));
+        let p = d.join(format!("user-{name}.sh"));
+        script(
+            &p,
+            &format!(
+                "{{ echo \"EVENT=$SERF_EVENT NAME=$SERF_USER_EVENT LTIME=$SERF_USER_LTIME\"; cat; echo END; }} >> {}",
+                out.display()
+            ),
+        );
+        (out, p.display().to_string())
+    };
+    let (seed_out, seed_h) = rec("seed");
+    let seed = seed_agent(
+        "seed",
+        d,
+        &["--event-handler", &format!("user:deploy={seed_h}")],
+    );
+    let join = seed.gossip.to_string();
+    let net = test_net();
+    let mut agents = Vec::new();
+    let mut outs = vec![seed_out];
+    for i in 1..=2u8 {
+        let (out, h) = rec(&format!("m{i}"));
+        let (g, r) = member_addrs(net, i);
+        // m1 listens to every user event, m2 to `deploy` only.
+        let spec = if i == 1 {
+            format!("user={h}")
+        } else {
+            format!("user:deploy={h}")
+        };
+        agents.push(Agent::start(
+            &format!("m{i}"),
+            g,
+            r,
+            &["--event-handler", &spec, "--join", &join],
+            d,
+        ));
+        outs.push(out);
+    }
+    let all = wait_until(Duration::from_secs(10), || {
+        agents.iter().all(|a| a.members().len() == 3) && seed.members().len() == 3
+    });
+    assert!(all.is_some(), "no cluster\n{}", logs(&[&seed]));
+
+    let out = agents[0].cli(&["event", "deploy", "v2 $(touch pwned)"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Event 'deploy' dispatched! Coalescing enabled: true\n"
+    );
+    let delivered = wait_until(Duration::from_secs(10), || {
+        outs.iter().all(|o| read(o).contains("NAME=deploy"))
+    });
+    assert!(
+        delivered.is_some(),
+        "not delivered: {:?}",
+        outs.iter().map(|o| read(o)).collect::<Vec<_>>()
+    );
+    // m2 has seen time 0: its own event takes time 1 (a Lamport clock).
+    let out = agents[1].cli(&["event", "--coalesce=false", "other"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let delivered = wait_until(Duration::from_secs(10), || {
+        read(&outs[1]).contains("NAME=other")
+    });
+    assert!(
+        delivered.is_some(),
+        "other not delivered: {}",
+        read(&outs[1])
+    );
+    // Let any duplicate arrive before counting.
+    std::thread::sleep(Duration::from_millis(500));
+    for o in &outs {
+        let t = read(o);
+        assert_eq!(t.matches("NAME=deploy").count(), 1, "once: {t}");
+        assert!(
+            t.contains("EVENT=user NAME=deploy LTIME=0\nv2 $(touch pwned)\nEND\n"),
+            "env and stdin: {t}"
+        );
+    }
+    assert!(!read(&outs[0]).contains("NAME=other"), "filtered by name");
+    assert!(!read(&outs[2]).contains("NAME=other"), "filtered by name");
+    assert!(read(&outs[1]).contains("EVENT=user NAME=other LTIME=1\n\nEND\n"));
+    assert!(!d.join("pwned").exists() && !std::path::Path::new("pwned").exists());
+
+    // A bad name is refused with the reason; an oversize payload too.
+    let out = agents[0].cli(&["event", "a=b"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("event name"),
+        "{out:?}"
+    );
+    let big = "x".repeat(2000);
+    let out = agents[0].cli(&["event", "big", &big]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("limit is 1024"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn queries_stream_acks_and_answers_respect_filters_and_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = d.join("up.sh");
+    script(
+        &up,
+        "read p; echo \"up on $SERF_SELF_NAME ($SERF_QUERY_NAME: $p)\"",
+    );
+    let handlers = |extra: &str| {
+        vec![
+            "--event-handler".to_string(),
+            format!("query:uptime={}", up.display()),
+            "--event-handler".to_string(),
+            format!("query:slow=sleep {extra}"),
+        ]
+    };
+    let h: Vec<String> = handlers("5");
+    let h: Vec<&str> = h.iter().map(String::as_str).collect();
+    let mut seed_args = vec!["--role", "dnsserver"];
+    seed_args.extend(&h);
+    let seed = seed_agent("seed", d, &seed_args);
+    let join = seed.gossip.to_string();
+    let net = test_net();
+    let mut agents = Vec::new();
+    for (i, role) in [(1u8, "appserver"), (2, "frontserver")] {
+        let (g, r) = member_addrs(net, i);
+        let mut args = vec!["--role", role, "--join", &join];
+        args.extend(&h);
+        agents.push(Agent::start(&format!("m{i}"), g, r, &args, d));
+    }
+    let all = wait_until(Duration::from_secs(10), || {
+        agents.iter().all(|a| a.members().len() == 3) && seed.members().len() == 3
+    });
+    assert!(all.is_some(), "no cluster\n{}", logs(&[&seed]));
+
+    let out = seed.cli(&["query", "uptime", "hi"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.starts_with("Query 'uptime' dispatched\n"), "{text}");
+    for n in ["seed", "m1", "m2"] {
+        assert!(text.contains(&format!("Ack from '{n}'\n")), "{text}");
+        assert!(
+            text.contains(&format!("Response from '{n}': up on {n} (uptime: hi)\n")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.ends_with("Total Acks: 3\nTotal Responses: 3\n"),
+        "{text}"
+    );
+
+    let out = seed.cli(&["query", "--tag", "role=app.*", "--format", "json", "uptime"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["Acks"], serde_json::json!(["m1"]), "{v}");
+    assert_eq!(v["Responses"]["m1"], "up on m1 (uptime: )\n", "{v}");
+
+    // A handler past the deadline: acknowledged, no answer, and the command ends on time.
+    let started = std::time::Instant::now();
+    let out = seed.cli(&["query", "--node", "m2", "--timeout", "1s", "slow"]);
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text,
+        "Query 'slow' dispatched\nAck from 'm2'\nTotal Acks: 1\nTotal Responses: 0\n"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+
+    let out = seed.cli(&["query", "--timeout", "soon", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

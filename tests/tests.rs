@@ -5,5 +5,6 @@ mod util;
 mod agent;
 mod cli;
 mod handlers;
+mod serf;
 mod supervise;
 mod writers;

@@ -142,7 +142,8 @@ fn build_agent() -> PathBuf {
         .parent()
         .expect("workspace root");
     let st = Command::new("cargo")
-        .args(["build", "--release", "--quiet", "-p", "gossip-agent"])
+        // The statically linked release build (`.cargo/config.toml`), as shipped.
+        .args(["-q", "release-agent"])
         .current_dir(root)
         .status()
         .expect("run cargo");

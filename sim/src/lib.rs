@@ -135,6 +135,8 @@ pub struct Sim {
     pub packets_sent: u64,
     /// Bytes handed to the network.
     pub bytes_sent: u64,
+    /// Bytes handed to the network by envelope kind byte (`wire::Kind`; 7: anything else).
+    pub bytes_by_kind: [u64; 8],
     /// Partition group of each node (0 = everyone, until [`Sim::partition`]).
     group: Vec<u32>,
     /// Blocked directions between groups, `(from, to)`.
@@ -153,6 +155,10 @@ pub struct Sim {
     pub resurrections: u64,
     /// When the last partition was lifted.
     healed_at: Option<Duration>,
+    /// User events delivered: (node, its life, when, event).
+    pub user_log: Vec<(NodeIx, u32, Duration, gossip_core::UserEvent)>,
+    /// Query traffic reported: (node, when, what).
+    pub query_log: Vec<(NodeIx, Duration, gossip_core::QueryOutput)>,
 }
 
 /// After a partition heals, failure verdicts within this window were formed while cut off.
@@ -175,9 +181,12 @@ impl Sim {
             trace: 0xcbf2_9ce4_8422_2325,
             packets_sent: 0,
             bytes_sent: 0,
+            bytes_by_kind: [0; 8],
             group: Vec::new(),
             blocked: HashSet::new(),
             slow: Vec::new(),
+            user_log: Vec::new(),
+            query_log: Vec::new(),
             watches: Vec::new(),
             false_failures: 0,
             false_failure_log: Vec::new(),
@@ -371,6 +380,61 @@ impl Sim {
             n.set_tags(tags).expect("valid tags");
         }
         self.drain(ix);
+    }
+
+    /// Node `ix` sends a user event; returns its Lamport time.
+    pub fn user_event(&mut self, ix: NodeIx, name: &str, payload: &[u8]) -> u64 {
+        let ltime = self.slots[ix]
+            .node
+            .as_mut()
+            .expect("a running node")
+            .user_event(name, payload, true)
+            .expect("a valid event");
+        self.drain(ix);
+        ltime
+    }
+
+    /// Node `ix` asks `targets` the query `name`; returns its id.
+    pub fn query(
+        &mut self,
+        ix: NodeIx,
+        name: &str,
+        payload: &[u8],
+        targets: &[NodeIx],
+        timeout: Duration,
+    ) -> u64 {
+        let ids: Vec<gossip_core::NodeId> = targets
+            .iter()
+            .filter_map(|&t| self.slots[t].node.as_ref().map(|n| n.identity().clone()))
+            .collect();
+        let id = self.slots[ix]
+            .node
+            .as_mut()
+            .expect("a running node")
+            .query(name, payload, &ids, timeout)
+            .expect("a valid query");
+        self.drain(ix);
+        id
+    }
+
+    /// Node `ix` answers the query `ltime` from `origin`.
+    pub fn respond(&mut self, ix: NodeIx, origin: SocketAddr, ltime: u64, payload: &[u8]) {
+        if let Some(n) = self.slots[ix].node.as_mut() {
+            n.respond(origin, ltime, payload).expect("a valid answer");
+            self.drain(ix);
+        }
+    }
+
+    /// Node `ix` force-leaves the member `name` (Serf's `force-leave`); true when it was failed.
+    pub fn force_leave(&mut self, ix: NodeIx, name: &str) -> bool {
+        let done = self.slots[ix]
+            .node
+            .as_mut()
+            .expect("a running node")
+            .force_leave(name)
+            .expect("not left");
+        self.drain(ix);
+        done
     }
 
     /// Node `ix` dies at once: no leave, its timers and in-flight packets to it vanish.
@@ -619,6 +683,8 @@ impl Sim {
                 Output::Transmit { to, data } => {
                     self.packets_sent += 1;
                     self.bytes_sent += data.len() as u64;
+                    let kind = data.get(3).map_or(7, |&k| usize::from(k).min(7));
+                    self.bytes_by_kind[kind] += data.len() as u64;
                     if self.params.loss > 0.0 && self.rng.random_bool(self.params.loss) {
                         continue;
                     }
@@ -657,6 +723,23 @@ impl Sim {
                     if self.params.record_events {
                         self.slots[ix].events.push((self.now, e));
                     }
+                }
+                Output::User(e) => {
+                    let mut bytes = Vec::new();
+                    bytes.extend_from_slice(&(self.now.as_nanos() as u64).to_le_bytes());
+                    bytes.extend_from_slice(&(ix as u64).to_le_bytes());
+                    bytes.extend_from_slice(&e.ltime.to_le_bytes());
+                    bytes.extend_from_slice(e.name.as_bytes());
+                    self.fold_bytes(&bytes);
+                    self.user_log.push((ix, self.slots[ix].life, self.now, e));
+                }
+                Output::Query(q) => {
+                    let mut bytes = Vec::new();
+                    bytes.extend_from_slice(&(self.now.as_nanos() as u64).to_le_bytes());
+                    bytes.extend_from_slice(&(ix as u64).to_le_bytes());
+                    bytes.extend_from_slice(format!("{q:?}").as_bytes());
+                    self.fold_bytes(&bytes);
+                    self.query_log.push((ix, self.now, q));
                 }
             }
         }
@@ -734,7 +817,11 @@ impl Sim {
         bytes.push(kind);
         bytes.extend_from_slice(e.member.name().as_bytes());
         bytes.extend_from_slice(&e.member.id.version().to_le_bytes());
-        for b in bytes {
+        self.fold_bytes(&bytes);
+    }
+
+    fn fold_bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
             // FNV-1a: stable across processes and builds, unlike std's hasher.
             self.trace ^= u64::from(b);
             self.trace = self.trace.wrapping_mul(0x0100_0000_01b3);

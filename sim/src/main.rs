@@ -179,6 +179,11 @@ fn print_table(r: &scenario::Report) {
     }
     println!("| messages per node per s | {:.1} |", r.msgs_per_node_s);
     println!("| bytes per node per s | {:.0} |", r.bytes_per_node_s);
+    let k = &r.bytes_by_kind;
+    println!(
+        "| of which SWIM / push-pull / notices / acks / other | {:.0} / {:.0} / {:.0} / {:.0} / {:.0} |",
+        k.swim, k.sync, k.notice, k.notice_ack, k.other
+    );
     println!(
         "| simulated s / wall s | {:.1} / {:.1} = {:.1}x |",
         r.sim_s, r.wall_s, r.speedup

@@ -52,6 +52,23 @@ pub enum Scenario {
     RollingRestart,
     /// One node changes its tags; dissemination of the update.
     TagChange,
+    /// Nothing happens: the steady-state cost of membership (messages and bytes).
+    Idle,
+}
+
+/// Bytes sent per node per simulated second after formation, by envelope kind.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BytesByKind {
+    /// SWIM packets (probes, acks, indirect probes, gossip, announces).
+    pub swim: f64,
+    /// Push-pull: full state (joins), digests (periodic) and what digests ask for.
+    pub sync: f64,
+    /// Acknowledged notices (leave, tag change, suspicion).
+    pub notice: f64,
+    /// Notice acknowledgements.
+    pub notice_ack: f64,
+    /// Anything else (requests for an identity in full).
+    pub other: f64,
 }
 
 /// What to run.
@@ -132,10 +149,13 @@ pub struct Report {
     pub resurrections: u64,
     /// Time from the last fault until every live node agreed, s (None: not within bound).
     pub agreement_s: Option<f64>,
-    /// Datagrams sent per node per simulated second.
+    /// Datagrams sent per node per simulated second, after formation.
     pub msgs_per_node_s: f64,
-    /// Bytes sent per node per simulated second.
+    /// Bytes sent per node per simulated second, after formation (envelope and payload, no
+    /// IP/UDP headers).
     pub bytes_per_node_s: f64,
+    /// The same bytes by what carried them.
+    pub bytes_by_kind: BytesByKind,
     /// Simulated seconds in all.
     pub sim_s: f64,
     /// Wall-clock seconds.
@@ -198,6 +218,8 @@ pub fn run(cfg: &RunConfig) -> Report {
     );
     let formation_s = sim.now().as_secs_f64();
     let formation_wall_s = wall.elapsed().as_secs_f64();
+    let (packets_at_formation, bytes_at_formation) = (sim.packets_sent, sim.bytes_sent);
+    let kinds_at_formation = sim.bytes_by_kind;
     let mut violations = Vec::new();
     if formed.is_none() {
         violations.push("liveness: the initial cluster did not converge within 120 s".into());
@@ -227,6 +249,7 @@ pub fn run(cfg: &RunConfig) -> Report {
     let sample = cfg.sample.max(1);
     match cfg.scenario {
         Scenario::JoinStorm => {}
+        Scenario::Idle => sim.run_until(fault_end),
         Scenario::Crash => {
             let k = (n / 100).max(1).min(sample);
             let mut ws = Vec::new();
@@ -357,6 +380,9 @@ pub fn run(cfg: &RunConfig) -> Report {
     let live = sim.len() as f64;
     let wall_s = wall.elapsed().as_secs_f64();
     let formation_s = formation_s.min(sim_s);
+    let steady_s = (sim_s - formation_s).max(1e-9);
+    let kind_rate =
+        |k: usize| (sim.bytes_by_kind[k] - kinds_at_formation[k]) as f64 / live / steady_s;
     Report {
         scenario: cfg.scenario,
         nodes: n,
@@ -372,8 +398,15 @@ pub fn run(cfg: &RunConfig) -> Report {
         false_failures: sim.false_failures,
         resurrections: sim.resurrections,
         agreement_s,
-        msgs_per_node_s: sim.packets_sent as f64 / live / sim_s,
-        bytes_per_node_s: sim.bytes_sent as f64 / live / sim_s,
+        msgs_per_node_s: (sim.packets_sent - packets_at_formation) as f64 / live / steady_s,
+        bytes_per_node_s: (sim.bytes_sent - bytes_at_formation) as f64 / live / steady_s,
+        bytes_by_kind: BytesByKind {
+            swim: kind_rate(0),
+            sync: kind_rate(1) + kind_rate(5) + kind_rate(6),
+            notice: kind_rate(2),
+            notice_ack: kind_rate(3),
+            other: kind_rate(4) + kind_rate(7),
+        },
         sim_s,
         wall_s,
         speedup: sim_s / wall_s.max(1e-9),

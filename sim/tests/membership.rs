@@ -226,3 +226,157 @@ fn a_restarted_seed_without_join_target_is_found_again() {
         .unwrap_or_else(|| panic!("seed {seed}: restarted seed stayed alone"));
     assert!(took < 3 * S, "seed {seed}: took {took:?}");
 }
+
+#[test]
+fn user_events_reach_every_member_once_under_loss_and_duplication() {
+    for seed in [21u64, 22, 23] {
+        let mut sim = cluster(seed, 40);
+        sim.set_network_faults(0.10, 0.10);
+        let mut sent = Vec::new();
+        for (i, from) in [0usize, 7, 19, 7].into_iter().enumerate() {
+            let name = format!("deploy{}", i % 3);
+            let ltime = sim.user_event(from, &name, format!("v{i}").as_bytes());
+            sent.push((ltime, name, format!("v{i}").into_bytes()));
+            sim.run_for(50 * MS);
+        }
+        sim.run_for(3 * S);
+        for ix in sim.up() {
+            let mut got: Vec<(u64, String, Vec<u8>)> = sim
+                .user_log
+                .iter()
+                .filter(|(n, _, _, _)| *n == ix)
+                .map(|(_, _, _, e)| (e.ltime, e.name.clone(), e.payload.clone()))
+                .collect();
+            got.sort();
+            let mut want = sent.clone();
+            want.sort();
+            assert_eq!(got, want, "seed {seed}: node{ix} got each event once");
+        }
+        // Lamport times grow: node 7's second event comes after its first.
+        assert!(sent[3].0 > sent[1].0, "seed {seed}: {sent:?}");
+    }
+}
+
+#[test]
+fn force_leave_turns_a_failed_member_into_a_left_one_everywhere() {
+    let seed = 31;
+    let mut sim = cluster(seed, 12);
+    assert!(
+        !sim.force_leave(0, "node5"),
+        "seed {seed}: node5 is alive: no-op"
+    );
+    sim.crash(5);
+    let status = |sim: &Sim, ix: usize| {
+        sim.node(ix)
+            .unwrap()
+            .members()
+            .into_iter()
+            .find(|m| m.name() == "node5")
+            .map(|m| m.status)
+    };
+    let failed = sim.run_until_true(10 * MS, 30 * S, |s| {
+        (0..12)
+            .filter(|&i| i != 5)
+            .all(|i| status(s, i) == Some(Status::Failed))
+    });
+    assert!(failed.is_some(), "seed {seed}: node5 not failed everywhere");
+    assert!(sim.force_leave(0, "node5"), "seed {seed}");
+    let left = sim.run_until_true(MS, 2 * S, |s| {
+        (0..12)
+            .filter(|&i| i != 5)
+            .all(|i| status(s, i) == Some(Status::Left))
+    });
+    let left = left.unwrap_or_else(|| panic!("seed {seed}: not left everywhere"));
+    assert!(left < 500 * MS, "seed {seed}: took {left:?}");
+    for ix in (0..12).filter(|&i| i != 5) {
+        let leaves = sim
+            .events(ix)
+            .iter()
+            .filter(|(_, e)| e.kind == EventKind::Leave && e.member.name() == "node5")
+            .count();
+        assert_eq!(leaves, 1, "seed {seed}: node{ix} reported one leave");
+    }
+}
+
+#[test]
+fn a_query_reaches_its_targets_once_and_their_answers_come_back() {
+    use gossip_core::QueryOutput;
+    for seed in [41u64, 42] {
+        let mut sim = cluster(seed, 20);
+        sim.set_network_faults(0.10, 0.10);
+        let targets: Vec<usize> = (0..8).collect(); // node 0, the asker, included
+        let id = sim.query(0, "uptime", b"now", &targets, 10 * S);
+        let mut answered = 0;
+        let mut done_at = None;
+        for _ in 0..2000 {
+            sim.run_for(5 * MS);
+            let incoming: Vec<(usize, std::net::SocketAddr, u64, String)> = sim.query_log
+                [answered..]
+                .iter()
+                .filter_map(|(ix, _, q)| match q {
+                    QueryOutput::Incoming(q) => Some((*ix, q.origin, q.ltime, q.name.clone())),
+                    _ => None,
+                })
+                .collect();
+            answered = sim.query_log.len();
+            for (ix, origin, ltime, name) in incoming {
+                sim.respond(
+                    ix,
+                    origin,
+                    ltime,
+                    format!("{name} from node{ix}").as_bytes(),
+                );
+            }
+            done_at = sim
+                .query_log
+                .iter()
+                .find_map(|(ix, t, q)| (*ix == 0 && *q == QueryOutput::Done { id }).then_some(*t));
+            if done_at.is_some() {
+                break;
+            }
+        }
+        let done_at = done_at.unwrap_or_else(|| panic!("seed {seed}: query never done"));
+        let at0 = |f: &dyn Fn(&QueryOutput) -> Option<String>| -> Vec<String> {
+            let mut v: Vec<String> = sim
+                .query_log
+                .iter()
+                .filter(|(ix, _, _)| *ix == 0)
+                .filter_map(|(_, _, q)| f(q))
+                .collect();
+            v.sort();
+            v
+        };
+        let want: Vec<String> = (0..8).map(|i| format!("node{i}")).collect();
+        let acks = at0(&|q| match q {
+            QueryOutput::Ack { from, .. } => Some(from.clone()),
+            _ => None,
+        });
+        assert_eq!(acks, want, "seed {seed}: one ack per target");
+        let answers = at0(&|q| match q {
+            QueryOutput::Response { from, payload, .. } => {
+                Some(format!("{from}: {}", String::from_utf8_lossy(payload)))
+            }
+            _ => None,
+        });
+        let want_answers: Vec<String> = (0..8)
+            .map(|i| format!("node{i}: uptime from node{i}"))
+            .collect();
+        assert_eq!(answers, want_answers, "seed {seed}: one answer per target");
+        assert!(
+            done_at < 5 * S,
+            "seed {seed}: done early, when all answered: {done_at:?}"
+        );
+        for ix in 0..20 {
+            let got = sim
+                .query_log
+                .iter()
+                .filter(|(i, _, q)| *i == ix && matches!(q, QueryOutput::Incoming(_)))
+                .count();
+            assert_eq!(
+                got,
+                usize::from(ix < 8),
+                "seed {seed}: node{ix} handled it once"
+            );
+        }
+    }
+}

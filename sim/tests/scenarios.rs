@@ -48,6 +48,7 @@ fn every_scenario_keeps_its_invariants() {
         Scenario::Churn,
         Scenario::RollingRestart,
         Scenario::TagChange,
+        Scenario::Idle,
     ] {
         check(&run(&cfg(sc, 11)));
     }

@@ -170,6 +170,9 @@ impl CoreConfig {
             }
         };
         c.suspect_to_down_after = suspicion(n, c.probe_period, self.suspicion_mult);
+        // Our push-pull (wire::Sync) is the anti-entropy: foca's periodic announce would add
+        // a second one, a full packet of members to one member every 30 s.
+        c.periodic_announce = None;
         // Serf retries failed members every 30 s; after a partition both halves see each other
         // as failed, so try them far more often (a small announce, only while some are failed).
         if let Some(d) = c.periodic_announce_to_down_members.as_mut() {

@@ -48,6 +48,28 @@ pub enum InvalidInput {
         /// The limit.
         max: usize,
     },
+    /// A user event name is empty.
+    #[error("event name is empty")]
+    EventNameEmpty,
+    /// A user event name holds a character outside `[A-Za-z0-9._:/-]`.
+    #[error("event name holds {0:?}: only letters, digits, '.', '-', '_', ':' and '/' are allowed")]
+    EventNameChar(char),
+    /// A user event name is longer than allowed.
+    #[error("event name is {len} bytes, the limit is {max}")]
+    EventNameTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A user event (name and payload) is larger than allowed.
+    #[error("event name and payload take {len} bytes, the limit is {max}")]
+    EventTooBig {
+        /// Their size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Why an incoming packet was dropped. Nothing in the core changed when one is returned,

@@ -30,6 +30,8 @@ pub struct Limits {
     pub name_len_max: usize,
     /// Largest tag set, in bytes: the sum over tags of key length + value length + 2.
     pub tags_bytes_max: usize,
+    /// Largest user event, in bytes: name plus payload (Serf's limit is 512).
+    pub event_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +39,7 @@ impl Default for Limits {
         Self {
             name_len_max: 128,
             tags_bytes_max: 1024,
+            event_bytes_max: 1024,
         }
     }
 }
@@ -198,6 +201,25 @@ impl NodeId {
         self.key
     }
 
+    /// The low 32 bits of the content fingerprint: with the name key, what a compact
+    /// reference on the wire names this identity by.
+    pub fn short_fingerprint(&self) -> u32 {
+        self.fingerprint as u32
+    }
+
+    /// An identity with this one's name and address but no version, tags or flag: what a
+    /// reference to an identity of ours that we no longer know decodes to (a peer still
+    /// addressing who we were before a restart).
+    pub(crate) fn former(&self) -> Self {
+        Self::from_inner(IdInner {
+            name: self.inner.name.clone(),
+            addr: self.inner.addr,
+            version: 0,
+            leaving: false,
+            tags: Tags::new(),
+        })
+    }
+
     /// The node name: unique in the cluster.
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -250,7 +272,8 @@ impl NodeId {
         })
     }
 
-    fn rank(&self) -> (u64, bool) {
+    /// What decides between two identities of one name: version, then leaving.
+    pub(crate) fn rank(&self) -> (u64, bool) {
         (self.inner.version, self.inner.leaving)
     }
 

@@ -12,6 +12,8 @@
 //! - [`member`]: statuses, snapshots and membership events.
 //! - [`config`]: timing profiles and limits.
 //! - [`node`]: the state machine.
+//! - [`user`]: user events: validation, Lamport clock, deduplication.
+//! - [`query`]: queries: what the core reports, and their bookkeeping.
 //! - [`error`]: typed errors.
 
 pub mod config;
@@ -19,6 +21,8 @@ pub mod error;
 pub mod identity;
 pub mod member;
 pub mod node;
+pub mod query;
+pub mod user;
 pub mod wire;
 
 pub use config::{CoreConfig, Profile, Suspicion};
@@ -26,3 +30,5 @@ pub use error::{CommandError, DropReason, InvalidInput};
 pub use identity::{Limits, NodeId, ROLE_TAG, Tags};
 pub use member::{EventKind, MemberEvent, MemberInfo, Status};
 pub use node::{Node, Output, Stats, TimerEvent};
+pub use query::{IncomingQuery, QueryOutput};
+pub use user::UserEvent;

@@ -24,17 +24,26 @@ use rand::{RngExt, SeedableRng};
 
 use crate::config::{CoreConfig, Suspicion};
 use crate::error::{CommandError, DropReason};
-use crate::identity::{NodeId, Tags, validate_tags};
+use crate::identity::{NameKey, NodeId, Tags, validate_tags};
 use crate::member::{EventKind, MemberEvent, MemberInfo, Status};
-use crate::wire::{self, Kind, Notice, NoticeAck, ValidatingCodec};
+use crate::wire::{self, Kind, Notice, NoticeAck, SharedDirectory, ValidatingCodec};
 
 /// A timer the driver must deliver back through [`Node::handle_timer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimerEvent {
     /// One of foca's own timers.
     Foca(foca::Timer<NodeId>),
-    /// Time for a periodic full-state exchange.
+    /// Time for a periodic push-pull (by digest).
     PushPull,
+    /// A second of quiet after the first full state from this address (a join's answer):
+    /// exchange digests with it, so members in a lost part of its answer arrive now rather
+    /// than at the next periodic push-pull.
+    JoinFollowUp(SocketAddr),
+    /// The deadline of our query with this Lamport time.
+    QueryDeadline(u64),
+    /// Found by members (a restart) but no full state has arrived yet: ask a member again.
+    /// Carries the attempt number.
+    StateRetry(u32),
     /// Retransmit the notice with this sequence number to members that did not ack it.
     NoticeRetry(u64),
     /// Tell every known member about our identity, shortly after a member first accepted it
@@ -67,6 +76,10 @@ pub enum Output {
     },
     /// A membership change.
     Event(MemberEvent),
+    /// A user event, delivered once per event (this node's own included).
+    User(crate::user::UserEvent),
+    /// Query traffic: one for our handlers, or acks, answers and the end of ours.
+    Query(crate::query::QueryOutput),
 }
 
 /// Counters of traffic and dropped input, for `info` and the benchmarks.
@@ -154,7 +167,34 @@ pub struct Node {
     unconfirmed: BTreeMap<SocketAddr, bool>,
     /// The sequence number of our leave notice, once left.
     leave_notice: Option<u64>,
+    /// Identities known in full, shared with the codec (compact references on the wire).
+    dir: SharedDirectory,
+    /// Members this node suspected itself (its own probe failed): when it declares one of
+    /// them failed, it tells every member directly, as for a leave.
+    raised: std::collections::BTreeSet<NameKey>,
+    /// True while foca handles one of its timers (a suspicion scheduled then is ours).
+    in_foca_timer: bool,
+    /// User events: Lamport clock and recently seen events.
+    events: crate::user::EventBuffer,
+    /// Query Lamport clock.
+    query_clock: u64,
+    /// Queries we asked, until done, by Lamport time.
+    queries: BTreeMap<u64, crate::query::Pending>,
+    /// Sequence numbers of our query packets, to their query.
+    query_seqs: BTreeMap<u64, u64>,
+    /// Queries received lately.
+    queries_seen: crate::query::Seen,
 }
+
+/// Delay from a join's first answer to the digest exchange that repairs any lost part of it.
+const JOIN_FOLLOW_UP: Duration = Duration::from_secs(1);
+
+/// How many times a node found by members asks for the full state before leaving it to the
+/// periodic push-pull.
+const STATE_RETRIES: u32 = 5;
+
+/// How many members a receiver passes a relayed user event on to.
+const USER_RELAY_FANOUT: usize = 3;
 
 /// How many answering addresses [`Node::has_answered`] remembers.
 const ANSWERED_MAX: usize = 256;
@@ -175,11 +215,15 @@ impl Node {
         let foca_config = config.foca_config(1);
         let mut rng = SmallRng::seed_from_u64(seed);
         let foca_rng = SmallRng::seed_from_u64(rng.random());
+        let dir = SharedDirectory::default();
+        dir.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .set_me(&id);
         let foca = Foca::new(
             id.clone(),
             foca_config.clone(),
             foca_rng,
-            ValidatingCodec::new(config.limits),
+            ValidatingCodec::with_directory(config.limits, dir.clone()),
         );
         let mut node = Self {
             foca,
@@ -198,6 +242,14 @@ impl Node {
             health: 0,
             unconfirmed: BTreeMap::new(),
             leave_notice: None,
+            dir,
+            raised: std::collections::BTreeSet::new(),
+            in_foca_timer: false,
+            events: crate::user::EventBuffer::default(),
+            query_clock: 0,
+            queries: BTreeMap::new(),
+            query_seqs: BTreeMap::new(),
+            queries_seen: crate::query::Seen::default(),
         };
         node.emit(EventKind::Join, id, Status::Alive);
         let first = node.jitter(node.config.push_pull_interval);
@@ -337,6 +389,207 @@ impl Node {
         Ok(true)
     }
 
+    /// Sends a user event to every member (this one included, which reports it at once as
+    /// [`Output::User`]). Returns its Lamport time. Members are told directly and acknowledge,
+    /// with retransmissions; beyond the notice fanout, receivers pass it on.
+    pub fn user_event(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+        coalesce: bool,
+    ) -> Result<u64, CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        crate::user::validate_event(name, payload, &self.config.limits)?;
+        let ltime = self.events.next_ltime();
+        self.events.admit(ltime, name, payload);
+        let event = crate::user::UserEvent {
+            ltime,
+            name: name.to_string(),
+            payload: payload.to_vec(),
+            coalesce,
+        };
+        let (targets, relay) = self.notice_targets();
+        self.post_user(targets, event.clone(), relay);
+        self.outputs.push_back(Output::User(event));
+        Ok(ltime)
+    }
+
+    /// Asks `targets` (members, this node included if listed) the query `name` with
+    /// `payload`; reports acks, answers and the end through [`Output::Query`], the end at the
+    /// latest after `timeout`. Returns the query's id (its Lamport time).
+    pub fn query(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+        targets: &[NodeId],
+        timeout: Duration,
+    ) -> Result<u64, CommandError> {
+        use crate::query::{IncomingQuery, Pending, QueryOutput};
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        crate::user::validate_event(name, payload, &self.config.limits)?;
+        let ltime = self.query_clock;
+        self.query_clock += 1;
+        let me = self.identity().clone();
+        let mut pending = Pending::default();
+        for t in targets {
+            pending.targets.insert(t.addr(), t.name().to_string());
+        }
+        let remote: Vec<SocketAddr> = pending
+            .targets
+            .keys()
+            .copied()
+            .filter(|a| *a != me.addr())
+            .collect();
+        let local = pending.targets.contains_key(&me.addr());
+        self.queries.insert(ltime, pending);
+        let msg = |seq| {
+            wire::encode(
+                Kind::Query,
+                &wire::QueryMsg {
+                    seq,
+                    ltime,
+                    origin_name: me.name().to_string(),
+                    name: name.to_string(),
+                    payload: payload.to_vec(),
+                },
+            )
+        };
+        if let Some(seq) = self.post(remote, msg) {
+            self.query_seqs.insert(seq, ltime);
+        }
+        if local {
+            if let Some(p) = self.queries.get_mut(&ltime) {
+                p.acked.insert(me.addr());
+            }
+            self.queries_seen.admit(me.addr(), ltime);
+            self.outputs.push_back(Output::Query(QueryOutput::Ack {
+                id: ltime,
+                from: me.name().to_string(),
+            }));
+            self.outputs
+                .push_back(Output::Query(QueryOutput::Incoming(IncomingQuery {
+                    origin: me.addr(),
+                    origin_name: me.name().to_string(),
+                    ltime,
+                    name: name.to_string(),
+                    payload: payload.to_vec(),
+                })));
+        }
+        if targets.is_empty() {
+            self.finish_query(ltime);
+        } else {
+            self.schedule(timeout, TimerEvent::QueryDeadline(ltime));
+        }
+        Ok(ltime)
+    }
+
+    /// Answers the query `ltime` from `origin` (see [`crate::IncomingQuery`]) with `payload`,
+    /// at most [`crate::Limits::event_bytes_max`] bytes.
+    pub fn respond(
+        &mut self,
+        origin: SocketAddr,
+        ltime: u64,
+        payload: &[u8],
+    ) -> Result<(), CommandError> {
+        let max = self.config.limits.event_bytes_max;
+        if payload.len() > max {
+            return Err(CommandError::Invalid(
+                crate::error::InvalidInput::EventTooBig {
+                    len: payload.len(),
+                    max,
+                },
+            ));
+        }
+        if origin == self.identity().addr() {
+            let from = self.identity().addr();
+            self.on_query_response(from, ltime, payload.to_vec());
+            return Ok(());
+        }
+        self.post(vec![origin], |seq| {
+            wire::encode(
+                Kind::QueryResponse,
+                &wire::QueryResponseMsg {
+                    seq,
+                    ltime,
+                    payload: payload.to_vec(),
+                },
+            )
+        });
+        Ok(())
+    }
+
+    fn on_query_response(&mut self, from: SocketAddr, ltime: u64, payload: Vec<u8>) {
+        let Some(p) = self.queries.get_mut(&ltime) else {
+            return; // late, or not ours
+        };
+        let Some(name) = p.targets.get(&from).cloned() else {
+            return;
+        };
+        if !p.answered.insert(from) {
+            return;
+        }
+        // An answer proves receipt: report the ack first if it was lost.
+        if p.acked.insert(from) {
+            self.outputs
+                .push_back(Output::Query(crate::query::QueryOutput::Ack {
+                    id: ltime,
+                    from: name.clone(),
+                }));
+        }
+        let Some(p) = self.queries.get(&ltime) else {
+            return;
+        };
+        let all = p.answered.len() == p.targets.len();
+        self.outputs
+            .push_back(Output::Query(crate::query::QueryOutput::Response {
+                id: ltime,
+                from: name,
+                payload,
+            }));
+        if all {
+            self.finish_query(ltime);
+        }
+    }
+
+    fn finish_query(&mut self, ltime: u64) {
+        if self.queries.remove(&ltime).is_some() {
+            self.query_seqs.retain(|_, q| *q != ltime);
+            self.outputs
+                .push_back(Output::Query(crate::query::QueryOutput::Done { id: ltime }));
+        }
+    }
+
+    /// Serf's `force-leave`: a member that is *failed* here is marked *left* on every member
+    /// (its leaving identity is applied here and sent to all as a notice), so handlers see a
+    /// leave and it is reaped like one. Returns false, changing nothing, when the member is
+    /// unknown or not failed (a live member must leave by itself).
+    pub fn force_leave(&mut self, name: &str) -> Result<bool, CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        let Some(r) = self.members.get(name) else {
+            return Ok(false);
+        };
+        if r.status != Status::Failed {
+            return Ok(false);
+        }
+        let gone = Member::down(r.id.as_leaving());
+        self.apply(vec![gone.clone()])
+            .map_err(|e| CommandError::Protocol(e.to_string()))?;
+        self.send_notice(gone, false);
+        self.drain_foca();
+        Ok(true)
+    }
+
+    /// The user event clock (the Lamport time the next local event takes).
+    pub fn event_clock(&self) -> u64 {
+        self.events.clock()
+    }
+
     /// Leaves the cluster gracefully: switches to the leaving identity, declares it down by
     /// gossip and tells members directly, retransmitting until they acknowledge (see
     /// [`Node::notices_settled`]). Afterwards the node only answers acknowledgements.
@@ -383,14 +636,66 @@ impl Node {
                 if self.addressed_to_old_self(from, payload) {
                     return Ok(());
                 }
-                self.foca
-                    .handle_data(payload, &mut self.rt)
-                    .map_err(|e| match e {
-                        foca::Error::Decode(_)
-                        | foca::Error::MalformedPacket
-                        | foca::Error::DataTooBig => DropReason::Malformed(e.to_string()),
-                        other => DropReason::Protocol(other.to_string()),
-                    })
+                let result = self.foca.handle_data(payload, &mut self.rt);
+                if result.is_err() && self.directory().take_unresolved() {
+                    // The sender referenced an identity we do not hold: ask for it in full.
+                    let mut out = Vec::with_capacity(wire::ENVELOPE_LEN);
+                    wire::put_envelope(&mut out, Kind::Unknown);
+                    self.transmit(from, out);
+                }
+                result.map_err(|e| match e {
+                    foca::Error::Decode(_)
+                    | foca::Error::MalformedPacket
+                    | foca::Error::DataTooBig => DropReason::Malformed(e.to_string()),
+                    other => DropReason::Protocol(other.to_string()),
+                })
+            }
+            Kind::Unknown => {
+                self.directory().forget_peer(from);
+                Ok(())
+            }
+            Kind::User => {
+                let msg = wire::decode_user(payload, &self.config.limits)?;
+                let ack = wire::encode(Kind::NoticeAck, &NoticeAck { seq: msg.seq });
+                self.transmit(from, ack);
+                let e = msg.event;
+                if !self.left && self.events.admit(e.ltime, &e.name, &e.payload) {
+                    if msg.relay {
+                        let mut targets: Vec<SocketAddr> = self
+                            .members
+                            .values()
+                            .filter(|r| r.status.is_live() && r.id.addr() != from)
+                            .map(|r| r.id.addr())
+                            .collect();
+                        for i in 0..USER_RELAY_FANOUT.min(targets.len()) {
+                            let j = self.rng.random_range(i..targets.len());
+                            targets.swap(i, j);
+                        }
+                        targets.truncate(USER_RELAY_FANOUT);
+                        self.post_user(targets, e.clone(), true);
+                    }
+                    self.outputs.push_back(Output::User(e));
+                }
+                Ok(())
+            }
+            Kind::Digest => {
+                let digest = wire::decode_digest(payload)?;
+                if self.left {
+                    return Ok(());
+                }
+                let reply = digest.reply;
+                self.apply_digest(from, digest)?;
+                if reply {
+                    self.send_digest(from, false);
+                }
+                Ok(())
+            }
+            Kind::Want => {
+                let want = wire::decode_want(payload)?;
+                if !self.left {
+                    self.answer_want(from, &want);
+                }
+                Ok(())
             }
             Kind::Sync => {
                 let sync = wire::decode_sync(payload, &self.config.limits)?;
@@ -401,6 +706,9 @@ impl Node {
                 if sync.reply {
                     self.send_full_state(from, false);
                 } else {
+                    if !self.answered.contains(&from) {
+                        self.schedule(JOIN_FOLLOW_UP, TimerEvent::JoinFollowUp(from));
+                    }
                     self.answered.shift_remove(&from);
                     self.answered.insert(from);
                     if self.answered.len() > ANSWERED_MAX {
@@ -414,8 +722,14 @@ impl Node {
                 if !self.left {
                     let suspects_me = notice.member.state() == State::Suspect
                         && notice.member.id() == self.identity();
+                    let m = notice.member;
+                    let m = Member::new(
+                        self.directory().learn(m.id().clone()),
+                        m.incarnation(),
+                        m.state(),
+                    );
                     self.foca
-                        .apply_many(std::iter::once(notice.member), notice.relay, &mut self.rt)
+                        .apply_many(std::iter::once(m), notice.relay, &mut self.rt)
                         .map_err(|e| DropReason::Protocol(e.to_string()))?;
                     // Lifeguard's buddy system: foca has refuted by raising our incarnation;
                     // every packet we send carries it, so answer the prober right away.
@@ -427,8 +741,45 @@ impl Node {
                 self.transmit(from, ack);
                 Ok(())
             }
+            Kind::Query => {
+                let msg = wire::decode_query(payload, &self.config.limits)?;
+                let ack = wire::encode(Kind::NoticeAck, &NoticeAck { seq: msg.seq });
+                self.transmit(from, ack);
+                self.query_clock = self.query_clock.max(msg.ltime.saturating_add(1));
+                if !self.left && self.queries_seen.admit(from, msg.ltime) {
+                    self.outputs
+                        .push_back(Output::Query(crate::query::QueryOutput::Incoming(
+                            crate::query::IncomingQuery {
+                                origin: from,
+                                origin_name: msg.origin_name,
+                                ltime: msg.ltime,
+                                name: msg.name,
+                                payload: msg.payload,
+                            },
+                        )));
+                }
+                Ok(())
+            }
+            Kind::QueryResponse => {
+                let msg = wire::decode_query_response(payload, &self.config.limits)?;
+                let ack = wire::encode(Kind::NoticeAck, &NoticeAck { seq: msg.seq });
+                self.transmit(from, ack);
+                self.on_query_response(from, msg.ltime, msg.payload);
+                Ok(())
+            }
             Kind::NoticeAck => {
                 let ack = wire::decode_notice_ack(payload)?;
+                if let Some(&q) = self.query_seqs.get(&ack.seq)
+                    && let Some(p) = self.queries.get_mut(&q)
+                    && p.acked.insert(from)
+                    && let Some(name) = p.targets.get(&from).cloned()
+                {
+                    self.outputs
+                        .push_back(Output::Query(crate::query::QueryOutput::Ack {
+                            id: q,
+                            from: name,
+                        }));
+                }
                 if let Some(p) = self.notices.get_mut(&ack.seq) {
                     p.targets.shift_remove(&from);
                     if p.targets.is_empty() {
@@ -446,7 +797,7 @@ impl Node {
     /// sender and tell it who we are now.
     fn addressed_to_old_self(&mut self, from: SocketAddr, payload: &[u8]) -> bool {
         use foca::Codec;
-        let mut codec = ValidatingCodec::new(self.config.limits);
+        let mut codec = ValidatingCodec::with_directory(self.config.limits, self.dir.clone());
         let Ok(header) = codec.decode_header(payload) else {
             return false; // foca reports the error
         };
@@ -471,6 +822,13 @@ impl Node {
     }
 
     fn apply(&mut self, members: Vec<Member<NodeId>>) -> Result<(), DropReason> {
+        let members: Vec<Member<NodeId>> = {
+            let mut dir = self.directory();
+            members
+                .into_iter()
+                .map(|m| Member::new(dir.learn(m.id().clone()), m.incarnation(), m.state()))
+                .collect()
+        };
         self.foca
             .apply_many(members.into_iter(), true, &mut self.rt)
             .map_err(|e| DropReason::Protocol(e.to_string()))
@@ -487,9 +845,12 @@ impl Node {
                 if !self.left {
                     // Errors here are foca noticing a stale or out-of-order timer: nothing
                     // to do but carry on.
+                    self.in_foca_timer = true;
                     if let Err(e) = self.foca.handle_timer(t, &mut self.rt) {
                         tracing::debug!(error = %e, "timer refused");
                     }
+                    self.drain_foca();
+                    self.in_foca_timer = false;
                 }
                 if let Some(id) = reaped {
                     self.reap(&id);
@@ -498,11 +859,27 @@ impl Node {
             TimerEvent::PushPull => {
                 if !self.left {
                     if let Some(peer) = self.random_live_member() {
-                        self.send_full_state(peer.addr(), true);
+                        self.send_digest(peer.addr(), true);
                     }
                     let n = self.live_members();
                     let next = self.jitter(self.config.push_pull_interval_at(n));
                     self.schedule(next, TimerEvent::PushPull);
+                }
+            }
+            TimerEvent::QueryDeadline(ltime) => self.finish_query(ltime),
+            TimerEvent::StateRetry(attempt) => {
+                if !self.left
+                    && self.answered.is_empty()
+                    && attempt < STATE_RETRIES
+                    && let Some(peer) = self.random_live_member()
+                {
+                    self.send_full_state(peer.addr(), true);
+                    self.schedule(JOIN_FOLLOW_UP, TimerEvent::StateRetry(attempt + 1));
+                }
+            }
+            TimerEvent::JoinFollowUp(addr) => {
+                if !self.left {
+                    self.send_digest(addr, true);
                 }
             }
             TimerEvent::NoticeRetry(seq) => self.retry_notice(seq),
@@ -539,6 +916,7 @@ impl Node {
         let reap = matches!(self.members.get(id.name()),
             Some(r) if &r.id == id && !r.status.is_live());
         if reap && let Some(r) = self.members.shift_remove(id.name()) {
+            self.directory().forget(r.id.key());
             self.emit(EventKind::Reap, r.id, r.status);
         }
     }
@@ -549,14 +927,21 @@ impl Node {
     /// when the fanout did not cover everyone we know, and for joins always: concurrent joiners
     /// that never heard of each other learn of one another only through relays.
     fn send_notice(&mut self, member: Member<NodeId>, is_join: bool) -> Option<u64> {
+        let (targets, partial) = self.notice_targets();
+        self.post_notice(targets, member, is_join || partial)
+    }
+
+    /// Live members to tell directly (a uniform sample of `notice_fanout` when there are
+    /// more), and whether that sample left some out.
+    fn notice_targets(&mut self) -> (Vec<SocketAddr>, bool) {
         let mut targets: Vec<SocketAddr> = self
             .members
             .values()
             .filter(|r| r.status.is_live())
             .map(|r| r.id.addr())
             .collect();
-        let relay = is_join || targets.len() > self.config.notice_fanout;
-        if targets.len() > self.config.notice_fanout {
+        let partial = targets.len() > self.config.notice_fanout;
+        if partial {
             // Partial Fisher-Yates: a uniform sample of `notice_fanout` members.
             for i in 0..self.config.notice_fanout {
                 let j = self.rng.random_range(i..targets.len());
@@ -564,7 +949,14 @@ impl Node {
             }
             targets.truncate(self.config.notice_fanout);
         }
-        self.post_notice(targets, member, relay)
+        (targets, partial)
+    }
+
+    /// Sends a user event to `targets`, acknowledged and retransmitted like a notice.
+    fn post_user(&mut self, targets: Vec<SocketAddr>, event: crate::user::UserEvent, relay: bool) {
+        self.post(targets, |seq| {
+            wire::encode(Kind::User, &wire::UserMsg { seq, event, relay })
+        });
     }
 
     /// Sends one notice to `targets` and keeps retransmitting it to those that do not
@@ -575,21 +967,30 @@ impl Node {
         member: Member<NodeId>,
         relay: bool,
     ) -> Option<u64> {
+        let from = Some(self.identity().clone());
+        self.post(targets, |seq| {
+            wire::encode(
+                Kind::Notice,
+                &Notice {
+                    seq,
+                    member,
+                    from,
+                    relay,
+                },
+            )
+        })
+    }
+
+    /// Sends the packet `make` builds for the next sequence number to `targets`, and keeps
+    /// retransmitting it to those that do not acknowledge. Returns the sequence number, or
+    /// `None` when there is no target.
+    fn post(&mut self, targets: Vec<SocketAddr>, make: impl FnOnce(u64) -> Vec<u8>) -> Option<u64> {
         if targets.is_empty() {
             return None;
         }
         self.notice_seq += 1;
         let seq = self.notice_seq;
-        let from = Some(self.identity().clone());
-        let data = wire::encode(
-            Kind::Notice,
-            &Notice {
-                seq,
-                member,
-                from,
-                relay,
-            },
-        );
+        let data = make(seq);
         for &to in &targets {
             self.transmit(to, data.clone());
         }
@@ -631,12 +1032,27 @@ impl Node {
             .chain(self.foca.iter_membership_state())
             .filter_map(|m| postcard::to_stdvec(m).ok())
             .collect();
-        // Payload: reply flag, member count (varint), members. Leave room for both.
+        self.send_chunked(to, Kind::Sync, Some(reply), &encoded);
+    }
+
+    /// Our periodic push-pull: a digest of the membership, 14 bytes a member.
+    fn send_digest(&mut self, to: SocketAddr, reply: bool) {
+        let me = Member::alive(self.identity().clone());
+        let encoded: Vec<Vec<u8>> = std::iter::once(&me)
+            .chain(self.foca.iter_membership_state())
+            .filter_map(|m| postcard::to_stdvec(&wire::DigestEntry::of(m)).ok())
+            .collect();
+        self.send_chunked(to, Kind::Digest, Some(reply), &encoded);
+    }
+
+    /// Sends `items` (each already encoded) in as few packets as fit, each a standalone
+    /// message: the reply flag if any, the item count (varint), the items.
+    fn send_chunked(&mut self, to: SocketAddr, kind: Kind, reply: Option<bool>, items: &[Vec<u8>]) {
         let budget = self.config.packet_size_max.get() - wire::ENVELOPE_LEN - 1 - 5;
         let mut chunk: Vec<&[u8]> = Vec::new();
         let mut size = 0;
         let mut chunks = Vec::new();
-        for m in &encoded {
+        for m in items {
             if m.len() > budget {
                 continue;
             }
@@ -652,14 +1068,53 @@ impl Node {
         }
         for chunk in chunks {
             let mut out = Vec::with_capacity(self.config.packet_size_max.get());
-            wire::put_envelope(&mut out, Kind::Sync);
-            out.push(u8::from(reply));
+            wire::put_envelope(&mut out, kind);
+            if let Some(reply) = reply {
+                out.push(u8::from(reply));
+            }
             out.extend(postcard::to_stdvec(&chunk.len()).expect("varint of a usize"));
             for m in chunk {
                 out.extend_from_slice(m);
             }
             self.transmit(to, out);
         }
+    }
+
+    /// Applies a digest: entries whose identity we hold are applied as full state would be;
+    /// the others are asked for.
+    fn apply_digest(&mut self, from: SocketAddr, digest: wire::Digest) -> Result<(), DropReason> {
+        let mut known = Vec::with_capacity(digest.entries.len());
+        let mut want = Vec::new();
+        {
+            let dir = self.directory();
+            for e in &digest.entries {
+                match e.resolve(&dir) {
+                    Some(m) => known.push(m),
+                    None => want.push(e.key),
+                }
+            }
+        }
+        if !want.is_empty() {
+            let items: Vec<Vec<u8>> = want.iter().map(|k| k.to_vec()).collect();
+            self.send_chunked(from, Kind::Want, None, &items);
+        }
+        self.apply(known)
+    }
+
+    /// Answers a [`wire::Want`] with the full state of the members it names.
+    fn answer_want(&mut self, to: SocketAddr, want: &wire::Want) {
+        let keys: std::collections::BTreeSet<NameKey> = want
+            .keys
+            .iter()
+            .map(|k| NameKey(u64::from_le_bytes(*k)))
+            .collect();
+        let me = Member::alive(self.identity().clone());
+        let encoded: Vec<Vec<u8>> = std::iter::once(&me)
+            .chain(self.foca.iter_membership_state())
+            .filter(|m| keys.contains(&m.id().key()))
+            .filter_map(|m| postcard::to_stdvec(m).ok())
+            .collect();
+        self.send_chunked(to, Kind::Sync, Some(false), &encoded);
     }
 
     // ----- foca plumbing -----
@@ -682,6 +1137,9 @@ impl Node {
                     incarnation,
                     ..
                 } if self.config.suspicion == Suspicion::Lifeguard => {
+                    if self.in_foca_timer {
+                        self.raised.insert(member_id.key());
+                    }
                     let (after, early) = self.on_suspicion(member_id.clone(), *incarnation, after);
                     if let Some(early) = early {
                         self.schedule(early, TimerEvent::SuspectUnconfirmed(timer.clone()));
@@ -695,6 +1153,15 @@ impl Node {
         if membership_changed {
             self.resize();
         }
+        let me = self.foca.identity().clone();
+        self.directory().set_me(&me);
+    }
+
+    fn directory(&self) -> std::sync::MutexGuard<'_, wire::Directory> {
+        // The directory holds no invariant a panic halfway could break.
+        self.dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Applies one foca notification to the member table. Returns true when the set of live
@@ -732,6 +1199,12 @@ impl Node {
                 {
                     r.status = Status::Failed;
                     r.id = id.clone();
+                    // Our own probe started this: tell every member now rather than leaving
+                    // the verdict to gossip, whose bounded retransmissions can miss a member
+                    // (which then finds out only when its own probe reaches the dead one).
+                    if self.raised.remove(&id.key()) && !self.left {
+                        self.send_notice(Member::down(id.clone()), false);
+                    }
                     self.emit(EventKind::Failed, id, Status::Failed);
                 }
                 true
@@ -763,6 +1236,7 @@ impl Node {
                     && let Some(peer) = self.random_live_member()
                 {
                     self.send_full_state(peer.addr(), true);
+                    self.schedule(JOIN_FOLLOW_UP, TimerEvent::StateRetry(1));
                 }
                 false
             }
@@ -965,7 +1439,7 @@ mod tests {
 
         #[test]
         fn random_payloads_behind_a_valid_envelope_never_panic(
-            kind in 0u8..5,
+            kind in 0u8..8,
             payload in proptest::collection::vec(any::<u8>(), 0..3000),
         ) {
             let mut a = node("a", 1);
@@ -975,5 +1449,216 @@ mod tests {
             let _ = a.handle_packet(SocketAddr::from(([127, 0, 0, 9], 9)), &data);
             drain(&mut a);
         }
+    }
+
+    /// A zero-latency network of nodes with virtual time, for tests that need timers.
+    struct Net {
+        nodes: Vec<Node>,
+        now: Duration,
+        seq: u64,
+        timers: Vec<(Duration, u64, usize, TimerEvent)>,
+        packets: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+        /// Every datagram delivered: (time, from, to, data).
+        log: Vec<(Duration, SocketAddr, SocketAddr, Vec<u8>)>,
+    }
+
+    impl Net {
+        fn new(nodes: Vec<Node>) -> Self {
+            let mut net = Self {
+                nodes,
+                now: Duration::ZERO,
+                seq: 0,
+                timers: Vec::new(),
+                packets: VecDeque::new(),
+                log: Vec::new(),
+            };
+            for i in 0..net.nodes.len() {
+                net.collect(i);
+            }
+            net
+        }
+
+        fn collect(&mut self, i: usize) {
+            let from = self.nodes[i].identity().addr();
+            while let Some(o) = self.nodes[i].poll() {
+                match o {
+                    Output::Transmit { to, data } => self.packets.push_back((from, to, data)),
+                    Output::Timer { after, timer } => {
+                        self.seq += 1;
+                        self.timers.push((self.now + after, self.seq, i, timer));
+                    }
+                    Output::Event(_) | Output::User(_) | Output::Query(_) => {}
+                }
+            }
+        }
+
+        fn index(&self, addr: SocketAddr) -> Option<usize> {
+            self.nodes.iter().position(|n| n.identity().addr() == addr)
+        }
+
+        fn deliver_all(&mut self) {
+            for _ in 0..100_000 {
+                let Some((from, to, data)) = self.packets.pop_front() else {
+                    return;
+                };
+                self.log.push((self.now, from, to, data.clone()));
+                if let Some(i) = self.index(to) {
+                    let _ = self.nodes[i].handle_packet(from, &data);
+                    self.collect(i);
+                }
+            }
+            panic!("packet storm");
+        }
+
+        fn run_until(&mut self, end: Duration) {
+            for _ in 0..1_000_000 {
+                self.deliver_all();
+                let Some(k) = (0..self.timers.len())
+                    .filter(|&k| self.timers[k].0 <= end)
+                    .min_by_key(|&k| (self.timers[k].0, self.timers[k].1))
+                else {
+                    self.now = end;
+                    return;
+                };
+                let (at, _, i, timer) = self.timers.swap_remove(k);
+                self.now = at;
+                self.nodes[i].handle_timer(timer);
+                self.collect(i);
+            }
+            panic!("timer storm");
+        }
+
+        /// foca packets from `from` to `to` sent at or after `since`.
+        fn foca_packets(&self, from: usize, to: usize, since: Duration) -> Vec<&[u8]> {
+            let (f, t) = (
+                self.nodes[from].identity().addr(),
+                self.nodes[to].identity().addr(),
+            );
+            self.log
+                .iter()
+                .filter(|(at, a, b, d)| {
+                    *at >= since && *a == f && *b == t && d[3] == Kind::Foca as u8
+                })
+                .map(|(_, _, _, d)| d.as_slice())
+                .collect()
+        }
+    }
+
+    const SRC_REF: u8 = 1;
+    const DST_REF: u8 = 2;
+
+    fn cluster(names: &[&str]) -> Net {
+        let nodes: Vec<Node> = names.iter().zip(1..).map(|(n, s)| node(n, s)).collect();
+        let mut net = Net::new(nodes);
+        let first = net.nodes[0].identity().addr();
+        for i in 1..net.nodes.len() {
+            net.nodes[i].join(&[first]).unwrap();
+            net.collect(i);
+        }
+        net.run_until(Duration::from_secs(5));
+        for n in &net.nodes {
+            assert_eq!(
+                n.live_members(),
+                names.len(),
+                "{} sees everyone",
+                n.identity().name()
+            );
+        }
+        net
+    }
+
+    #[test]
+    fn probes_name_both_identities_by_reference_once_each_side_knows_them() {
+        let mut net = cluster(&["a", "b", "c"]);
+        let since = net.now;
+        net.run_until(since + Duration::from_secs(10));
+        let packets = net.foca_packets(0, 1, since);
+        assert!(!packets.is_empty(), "a probed b");
+        for p in &packets {
+            assert_eq!(p[4], SRC_REF | DST_REF, "both identities by reference");
+            assert!(p.len() < 48, "a probe is small: {} bytes", p.len());
+        }
+    }
+
+    #[test]
+    fn a_receiver_that_cannot_resolve_a_reference_gets_full_identities_again() {
+        let mut net = cluster(&["a", "b"]);
+        // b restarts under its name: the new process knows nobody, but a still believes b
+        // holds a's identity.
+        let addr = net.nodes[1].identity().addr();
+        net.nodes[1] = Node::new("b", addr, 2, Tags::new(), CoreConfig::default(), 99).unwrap();
+        net.timers.retain(|t| t.2 != 1);
+        net.collect(1);
+        let before = net.nodes[1].stats().dropped();
+        let since = net.now;
+        net.run_until(since + Duration::from_secs(10));
+        let packets = net.foca_packets(0, 1, since);
+        assert!(
+            packets.iter().any(|p| p[4] & SRC_REF != 0),
+            "a first referenced itself"
+        );
+        assert!(
+            net.nodes[1].stats().dropped() > before,
+            "b could not resolve it"
+        );
+        assert!(
+            net.log
+                .iter()
+                .any(|(_, f, _, d)| *f == addr && d[3] == Kind::Unknown as u8),
+            "b said so"
+        );
+        assert_eq!(
+            net.nodes[1].live_members(),
+            2,
+            "and b learnt a, and a the new b"
+        );
+        assert!(
+            net.nodes[0]
+                .members()
+                .iter()
+                .any(|m| m.name() == "b" && m.id.version() == 2 && m.status == Status::Alive)
+        );
+    }
+
+    #[test]
+    fn periodic_push_pull_is_a_digest_and_fetches_only_unknown_members() {
+        let mut net = cluster(&["a", "b", "c"]);
+        let since = net.now;
+        // Past the push-pull interval (30 s, jittered): every node exchanged digests.
+        net.run_until(since + Duration::from_secs(70));
+        let digests = net
+            .log
+            .iter()
+            .filter(|(at, _, _, d)| *at >= since && d[3] == Kind::Digest as u8)
+            .count();
+        assert!(digests >= 2, "digests exchanged: {digests}");
+        let fetched = net
+            .log
+            .iter()
+            .filter(|(at, _, _, d)| *at >= since && d[3] == Kind::Want as u8)
+            .count();
+        assert_eq!(fetched, 0, "everyone held every identity already");
+
+        // A digest naming a member the receiver never heard of makes it ask for it in full.
+        let d = node("d", 4);
+        let entry = wire::DigestEntry::of(&Member::alive(d.identity().clone()));
+        let mut packet = Vec::new();
+        wire::put_envelope(&mut packet, Kind::Digest);
+        packet.extend(postcard::to_stdvec(&(false, vec![entry])).unwrap());
+        let from = net.nodes[1].identity().addr();
+        net.nodes[0].handle_packet(from, &packet).unwrap();
+        let out = drain(&mut net.nodes[0]);
+        let want = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Transmit { to, data } if data[3] == Kind::Want as u8 => Some((to, data)),
+                _ => None,
+            })
+            .expect("a asks for d");
+        assert_eq!(*want.0, from);
+        let keys = wire::decode_want(&want.1[wire::ENVELOPE_LEN..])
+            .unwrap()
+            .keys;
+        assert_eq!(keys, vec![d.identity().key().0.to_le_bytes()]);
     }
 }

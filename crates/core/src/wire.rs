@@ -1,6 +1,6 @@
 //! The wire format: a 4-byte envelope (magic, version, kind) around either a foca packet or one
 //! of our own messages (full-state sync and acknowledged notices), and the foca codec, which
-//! validates every identity it decodes.
+//! validates every identity it decodes and names well-known identities by compact references.
 //!
 //! ```text
 //! 0      2         3      4
@@ -8,18 +8,38 @@
 //! | "GA" | version | kind | payload (postcard / foca) |
 //! +------+---------+------+---------------------------+
 //! ```
+//!
+//! A foca header carries two identities (sender and receiver), each with its name, address,
+//! version and tags: most of a probe's bytes. The codec writes either one as a 12-byte
+//! reference (name key, short fingerprint) when the other side is known to hold it: the
+//! receiver always holds its own identity, and the sender's is referenced once that receiver
+//! has addressed the sender's current identity itself. The [`Directory`] holds what this
+//! needs; a receiver that cannot resolve a sender's reference answers [`Kind::Unknown`], and
+//! the sender goes back to full identities for it.
+//!
+//! ```text
+//! header: flags (bit 0: src is a reference, bit 1: dst is) | src | src incarnation (varint)
+//!         | dst | message (postcard)
+//! identity: reference = name key (u64 LE) + short fingerprint (u32 LE), or postcard in full
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member, Message, PostcardCodec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DropReason;
-use crate::identity::{Limits, NodeId};
+use crate::identity::{Limits, NameKey, NodeId};
 
 /// First two bytes of every packet.
 pub const MAGIC: [u8; 2] = *b"GA";
-/// The wire version this build speaks.
-pub const VERSION: u8 = 1;
+/// The wire version this build speaks (2: compact identity references in foca headers).
+pub const VERSION: u8 = 2;
+/// Length of an identity reference on the wire.
+pub const REF_LEN: usize = 12;
 /// Envelope length in bytes.
 pub const ENVELOPE_LEN: usize = 4;
 
@@ -35,6 +55,19 @@ pub enum Kind {
     Notice = 2,
     /// The acknowledgement of a [`Notice`].
     NoticeAck = 3,
+    /// "I cannot resolve your identity reference": the sender should send its identity in
+    /// full to us again. No payload.
+    Unknown = 4,
+    /// Part of a periodic push-pull by digest ([`Digest`]).
+    Digest = 5,
+    /// Members a digest named that the receiver does not hold ([`Want`]).
+    Want = 6,
+    /// A user event, acknowledged with a [`NoticeAck`] ([`UserMsg`]).
+    User = 7,
+    /// A query, acknowledged with a [`NoticeAck`] (Serf's ack) ([`QueryMsg`]).
+    Query = 8,
+    /// A query's answer, acknowledged with a [`NoticeAck`] ([`QueryResponseMsg`]).
+    QueryResponse = 9,
 }
 
 impl Kind {
@@ -44,6 +77,12 @@ impl Kind {
             1 => Self::Sync,
             2 => Self::Notice,
             3 => Self::NoticeAck,
+            4 => Self::Unknown,
+            5 => Self::Digest,
+            6 => Self::Want,
+            7 => Self::User,
+            8 => Self::Query,
+            9 => Self::QueryResponse,
             _ => return None,
         })
     }
@@ -72,6 +111,140 @@ pub struct Notice {
     /// Whether receivers should pass it on by gossip: false when the sender told every
     /// member it knows directly.
     pub relay: bool,
+}
+
+/// One packet of a periodic push-pull: each member as a 14-byte entry (name key, short
+/// fingerprint, incarnation, state) instead of its identity. The receiver applies the entries
+/// whose identity it holds, asks for the others with a [`Want`], and with `reply` answers with
+/// its own digest. Joins still exchange full state ([`Sync`]): a joiner holds nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Digest {
+    /// The receiver should answer with its own digest.
+    pub reply: bool,
+    /// Members as the sender knows them, its own first.
+    pub entries: Vec<DigestEntry>,
+}
+
+/// A member in a [`Digest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    /// Name key, little-endian (fixed width: a hash does not shrink as a varint).
+    pub key: [u8; 8],
+    /// Short fingerprint of the identity, little-endian.
+    pub short: [u8; 4],
+    /// foca incarnation.
+    pub incarnation: foca::Incarnation,
+    /// foca state.
+    pub state: foca::State,
+}
+
+impl DigestEntry {
+    /// The entry for `member`.
+    pub fn of(member: &Member<NodeId>) -> Self {
+        Self {
+            key: member.id().key().0.to_le_bytes(),
+            short: member.id().short_fingerprint().to_le_bytes(),
+            incarnation: member.incarnation(),
+            state: member.state(),
+        }
+    }
+
+    /// The name key.
+    pub fn name_key(&self) -> NameKey {
+        NameKey(u64::from_le_bytes(self.key))
+    }
+
+    /// The member, when `dir` holds its identity.
+    pub fn resolve(&self, dir: &Directory) -> Option<Member<NodeId>> {
+        dir.resolve(self.name_key(), u32::from_le_bytes(self.short))
+            .map(|id| Member::new(id, self.incarnation, self.state))
+    }
+}
+
+/// Asks the receiver of this for the full state of these members (by name key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Want {
+    /// Name keys, little-endian.
+    pub keys: Vec<[u8; 8]>,
+}
+
+/// Decodes a [`Digest`].
+pub fn decode_digest(payload: &[u8]) -> Result<Digest, DropReason> {
+    decode_exact(payload)
+}
+
+/// Decodes a [`Want`].
+pub fn decode_want(payload: &[u8]) -> Result<Want, DropReason> {
+    decode_exact(payload)
+}
+
+/// A user event sent to a member, which acknowledges it with a [`NoticeAck`] of `seq`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserMsg {
+    /// Sequence number the ack echoes.
+    pub seq: u64,
+    /// The event.
+    pub event: crate::user::UserEvent,
+    /// Whether the receiver should pass it on to a few members (the sender did not reach
+    /// every member directly).
+    pub relay: bool,
+}
+
+/// A query sent to one target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryMsg {
+    /// Sequence number the ack echoes.
+    pub seq: u64,
+    /// The query's Lamport time on the asking node.
+    pub ltime: u64,
+    /// The asking node's name.
+    pub origin_name: String,
+    /// Query name.
+    pub name: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// A target's answer to a query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryResponseMsg {
+    /// Sequence number the ack echoes.
+    pub seq: u64,
+    /// The query's Lamport time.
+    pub ltime: u64,
+    /// Its handler's output.
+    pub payload: Vec<u8>,
+}
+
+/// Decodes a [`QueryMsg`] and checks it against `limits` (like a user event).
+pub fn decode_query(payload: &[u8], limits: &Limits) -> Result<QueryMsg, DropReason> {
+    let msg: QueryMsg = decode_exact(payload)?;
+    crate::user::validate_event(&msg.name, &msg.payload, limits).map_err(malformed)?;
+    crate::identity::validate_name(&msg.origin_name, limits).map_err(malformed)?;
+    Ok(msg)
+}
+
+/// Decodes a [`QueryResponseMsg`] and checks its size against `limits`.
+pub fn decode_query_response(
+    payload: &[u8],
+    limits: &Limits,
+) -> Result<QueryResponseMsg, DropReason> {
+    let msg: QueryResponseMsg = decode_exact(payload)?;
+    if msg.payload.len() > limits.event_bytes_max {
+        return Err(DropReason::Malformed(format!(
+            "query response of {} bytes, the limit is {}",
+            msg.payload.len(),
+            limits.event_bytes_max
+        )));
+    }
+    Ok(msg)
+}
+
+/// Decodes a [`UserMsg`] and checks its event against `limits`.
+pub fn decode_user(payload: &[u8], limits: &Limits) -> Result<UserMsg, DropReason> {
+    let msg: UserMsg = decode_exact(payload)?;
+    crate::user::validate_event(&msg.event.name, &msg.event.payload, limits).map_err(malformed)?;
+    Ok(msg)
 }
 
 /// Acknowledges the [`Notice`] with this sequence number.
@@ -151,16 +324,116 @@ fn malformed(e: impl std::fmt::Display) -> DropReason {
     DropReason::Malformed(e.to_string())
 }
 
-/// foca's codec: postcard, plus validation of every identity decoded from a peer.
+/// What the codec needs to write and read identity references: the newest identity seen in
+/// full for every name (also an interner: a decoded identity that is already known is
+/// replaced by the stored one, so a node holds one copy of each), our own current identity,
+/// and the peers known to hold it. Shared by a [`crate::Node`] and its codec.
+#[derive(Debug, Default)]
+pub struct Directory {
+    known: BTreeMap<NameKey, NodeId>,
+    me: Option<NodeId>,
+    /// Peers (by address) that addressed our current identity, with the short fingerprint of
+    /// their own identity then: we reference ourselves to them while they keep that identity.
+    knows_me: BTreeMap<SocketAddr, u32>,
+    /// Set when a decode failed on a sender reference we could not resolve.
+    unresolved: bool,
+}
+
+impl Directory {
+    /// Our identity is now `id` (at start, after a tag change, a leave or a renewal): every
+    /// peer has to learn it again before we reference it.
+    pub fn set_me(&mut self, id: &NodeId) {
+        if self.me.as_ref() != Some(id) {
+            self.me = Some(id.clone());
+            self.knows_me.clear();
+            self.known.insert(id.key(), id.clone());
+        }
+    }
+
+    /// Remembers `id` if it is the newest identity of its name seen so far, and returns the
+    /// stored copy when it is the same identity.
+    pub fn learn(&mut self, id: NodeId) -> NodeId {
+        match self.known.get(&id.key()) {
+            Some(k) if *k == id => k.clone(),
+            Some(k) if k.rank() > id.rank() => id,
+            _ => {
+                self.known.insert(id.key(), id.clone());
+                id
+            }
+        }
+    }
+
+    /// Forgets the identities of a reaped member's name (unless it is our own).
+    pub fn forget(&mut self, key: NameKey) {
+        if self.me.as_ref().map(NodeId::key) != Some(key) {
+            self.known.remove(&key);
+        }
+    }
+
+    /// The peer at `addr` could not resolve our reference: send our identity in full again.
+    pub fn forget_peer(&mut self, addr: SocketAddr) {
+        self.knows_me.remove(&addr);
+    }
+
+    /// True (once) when the last failed decode was a sender reference we do not know.
+    pub fn take_unresolved(&mut self) -> bool {
+        std::mem::take(&mut self.unresolved)
+    }
+
+    /// How many identities are known.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    /// True when no identity is known.
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    fn resolve(&self, key: NameKey, short: u32) -> Option<NodeId> {
+        self.known
+            .get(&key)
+            .filter(|k| k.short_fingerprint() == short)
+            .cloned()
+    }
+}
+
+/// A [`Directory`] shared between a node and its codec.
+pub type SharedDirectory = Arc<Mutex<Directory>>;
+
+fn lock(dir: &SharedDirectory) -> MutexGuard<'_, Directory> {
+    // The directory holds no invariant a panic halfway could break.
+    dir.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// foca's codec: postcard, compact identity references in headers (see the module
+/// documentation), and validation of every identity decoded from a peer.
 #[derive(Debug, Clone)]
 pub struct ValidatingCodec {
     limits: Limits,
+    dir: SharedDirectory,
 }
 
 impl ValidatingCodec {
-    /// A codec enforcing `limits` on decoded identities.
+    /// A codec enforcing `limits` on decoded identities, with a directory of its own.
     pub fn new(limits: Limits) -> Self {
-        Self { limits }
+        Self::with_directory(limits, SharedDirectory::default())
+    }
+
+    /// A codec enforcing `limits` and resolving references through `dir`.
+    pub fn with_directory(limits: Limits, dir: SharedDirectory) -> Self {
+        Self { limits, dir }
+    }
+
+    /// The directory this codec resolves references through.
+    pub fn directory(&self) -> &SharedDirectory {
+        &self.dir
+    }
+
+    fn check(&self, id: &NodeId) -> Result<(), CodecError> {
+        id.validate(&self.limits)
+            .map_err(|e| CodecError(e.to_string()))
     }
 }
 
@@ -168,6 +441,42 @@ impl ValidatingCodec {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct CodecError(String);
+
+const FLAG_SRC_REF: u8 = 1;
+const FLAG_DST_REF: u8 = 2;
+
+fn put_ref(out: &mut Vec<u8>, id: &NodeId) {
+    out.extend_from_slice(&id.key().0.to_le_bytes());
+    out.extend_from_slice(&id.short_fingerprint().to_le_bytes());
+}
+
+fn take_ref(bytes: &[u8]) -> Result<((NameKey, u32), &[u8]), CodecError> {
+    if bytes.len() < REF_LEN {
+        return Err(CodecError("truncated identity reference".into()));
+    }
+    let (r, rest) = bytes.split_at(REF_LEN);
+    let key = u64::from_le_bytes(r[..8].try_into().expect("8 bytes"));
+    let short = u32::from_le_bytes(r[8..].try_into().expect("4 bytes"));
+    Ok(((NameKey(key), short), rest))
+}
+
+fn take<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, &'a [u8]), CodecError> {
+    postcard::take_from_bytes(bytes).map_err(|e| CodecError(e.to_string()))
+}
+
+fn put<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
+    let bytes = postcard::to_stdvec(value).map_err(|e| CodecError(e.to_string()))?;
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+fn put_buf(out: &[u8], mut buf: impl BufMut) -> Result<(), CodecError> {
+    if buf.remaining_mut() < out.len() {
+        return Err(CodecError("packet buffer full".into()));
+    }
+    buf.put_slice(out);
+    Ok(())
+}
 
 impl Codec<NodeId> for ValidatingCodec {
     type Error = CodecError;
@@ -177,29 +486,128 @@ impl Codec<NodeId> for ValidatingCodec {
         header: &Header<NodeId>,
         buf: impl BufMut,
     ) -> Result<(), CodecError> {
-        PostcardCodec
-            .encode_header(header, buf)
-            .map_err(|e| CodecError(e.to_string()))
+        let mut dir = lock(&self.dir);
+        if dir.me.as_ref() != Some(&header.src) {
+            dir.set_me(&header.src);
+        }
+        let src_ref = dir.knows_me.get(&header.dst.addr()) == Some(&header.dst.short_fingerprint());
+        drop(dir);
+        // Announces go to members that may not know us, or to an identity we only guessed.
+        let dst_ref = header.message != Message::Announce;
+        let mut out = Vec::with_capacity(96);
+        out.push(if src_ref { FLAG_SRC_REF } else { 0 } | if dst_ref { FLAG_DST_REF } else { 0 });
+        if src_ref {
+            put_ref(&mut out, &header.src);
+        } else {
+            put(&mut out, &header.src)?;
+        }
+        put(&mut out, &header.src_incarnation)?;
+        if dst_ref {
+            put_ref(&mut out, &header.dst);
+        } else {
+            put(&mut out, &header.dst)?;
+        }
+        put(&mut out, &header.message)?;
+        put_buf(&out, buf)
     }
 
-    fn decode_header(&mut self, buf: impl Buf) -> Result<Header<NodeId>, CodecError> {
-        let header: Header<NodeId> = PostcardCodec
-            .decode_header(buf)
-            .map_err(|e| CodecError(e.to_string()))?;
-        let check = |id: &NodeId| {
-            id.validate(&self.limits)
-                .map_err(|e| CodecError(e.to_string()))
-        };
-        check(&header.src)?;
-        check(&header.dst)?;
-        match &header.message {
-            Message::PingReq { target: id, .. }
-            | Message::IndirectPing { origin: id, .. }
-            | Message::IndirectAck { target: id, .. }
-            | Message::ForwardedAck { origin: id, .. } => check(id)?,
-            _ => {}
+    fn decode_header(&mut self, mut buf: impl Buf) -> Result<Header<NodeId>, CodecError> {
+        let remaining = buf.remaining();
+        // foca hands the codec one contiguous buffer.
+        let bytes = buf.chunk();
+        debug_assert_eq!(remaining, bytes.len());
+        let (&flags, rest) = bytes
+            .split_first()
+            .ok_or_else(|| CodecError("empty header".into()))?;
+        if flags & !(FLAG_SRC_REF | FLAG_DST_REF) != 0 {
+            return Err(CodecError(format!("unknown header flags {flags:#x}")));
         }
-        Ok(header)
+        let mut dir = lock(&self.dir);
+        let (src, rest) = if flags & FLAG_SRC_REF != 0 {
+            let ((key, short), rest) = take_ref(rest)?;
+            match dir.resolve(key, short) {
+                Some(id) => (id, rest),
+                None => {
+                    dir.unresolved = true;
+                    return Err(CodecError("unknown sender identity reference".into()));
+                }
+            }
+        } else {
+            let (id, rest): (NodeId, _) = take(rest)?;
+            self.check(&id)?;
+            (dir.learn(id), rest)
+        };
+        let (src_incarnation, rest) = take(rest)?;
+        let (dst, rest) = if flags & FLAG_DST_REF != 0 {
+            let ((key, short), rest) = take_ref(rest)?;
+            let dst = match (dir.resolve(key, short), &dir.me) {
+                (Some(id), _) => id,
+                // A reference to a former identity of ours (before a restart or a tag change).
+                (None, Some(me)) if me.key() == key => me.former(),
+                (None, _) => return Err(CodecError("packet for an unknown member".into())),
+            };
+            (dst, rest)
+        } else {
+            let (id, rest): (NodeId, _) = take(rest)?;
+            self.check(&id)?;
+            (dir.learn(id), rest)
+        };
+        let (message, rest): (Message<NodeId>, _) = take(rest)?;
+        let message = match message {
+            Message::PingReq {
+                target,
+                probe_number,
+            } => {
+                self.check(&target)?;
+                Message::PingReq {
+                    target: dir.learn(target),
+                    probe_number,
+                }
+            }
+            Message::IndirectPing {
+                origin,
+                probe_number,
+            } => {
+                self.check(&origin)?;
+                Message::IndirectPing {
+                    origin: dir.learn(origin),
+                    probe_number,
+                }
+            }
+            Message::IndirectAck {
+                target,
+                probe_number,
+            } => {
+                self.check(&target)?;
+                Message::IndirectAck {
+                    target: dir.learn(target),
+                    probe_number,
+                }
+            }
+            Message::ForwardedAck {
+                origin,
+                probe_number,
+            } => {
+                self.check(&origin)?;
+                Message::ForwardedAck {
+                    origin: dir.learn(origin),
+                    probe_number,
+                }
+            }
+            other => other,
+        };
+        if dir.me.as_ref() == Some(&dst) {
+            dir.knows_me.insert(src.addr(), src.short_fingerprint());
+        }
+        let after = rest.len();
+        drop(dir);
+        buf.advance(remaining - after);
+        Ok(Header {
+            src,
+            src_incarnation,
+            dst,
+            message,
+        })
     }
 
     fn encode_member(
@@ -216,11 +624,10 @@ impl Codec<NodeId> for ValidatingCodec {
         let member: Member<NodeId> = PostcardCodec
             .decode_member(buf)
             .map_err(|e| CodecError(e.to_string()))?;
-        member
-            .id()
-            .validate(&self.limits)
-            .map_err(|e| CodecError(e.to_string()))?;
-        Ok(member)
+        self.check(member.id())?;
+        let (incarnation, state) = (member.incarnation(), member.state());
+        let id = lock(&self.dir).learn(member.id().clone());
+        Ok(Member::new(id, incarnation, state))
     }
 }
 
@@ -244,7 +651,7 @@ mod tests {
             Err(DropReason::Version(9))
         ));
         assert!(matches!(
-            open_envelope(b"GA\x01\x09", 100),
+            open_envelope(&[b'G', b'A', VERSION, 200], 100),
             Err(DropReason::Malformed(_))
         ));
         assert!(matches!(

@@ -134,7 +134,7 @@ mod tests {
                     *kind,
                     members.iter().map(|m| m.name().to_string()).collect(),
                 ),
-                Event::User { .. } => panic!("no user events here"),
+                Event::User { .. } | Event::Query { .. } => panic!("no user events here"),
             })
             .collect()
     }

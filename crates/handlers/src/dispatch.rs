@@ -67,7 +67,8 @@ impl Dispatcher {
         let _ = self.tx.send(Input::Member(e, local));
     }
 
-    /// Hands over a user event (not coalesced).
+    /// Hands over a user event or a query (not coalesced). A query's
+    /// [`crate::filter::QueryReply`] gets the stdout of the first matching handler that exits 0.
     pub fn user_event(&self, e: Event, local: NodeId) {
         let _ = self.tx.send(Input::User(e, local));
     }
@@ -241,6 +242,16 @@ async fn handler_loop(
                 Outcome::SpawnFailed(e) => {
                     tracing::error!(handler = %spec.raw, error = %e, "handler could not start")
                 }
+            }
+            if let Event::Query { reply, name: q, .. } = &e
+                && f.outcome == Outcome::Exited(0)
+            {
+                if f.stdout.dropped > 0 {
+                    tracing::warn!(handler = %spec.raw, query = %q, "query answer too large to send");
+                } else if reply.answer(f.stdout.bytes.clone()) {
+                    tracing::debug!(handler = %spec.raw, query = %q, "query answered");
+                }
+                continue;
             }
             if !f.stdout.bytes.is_empty() {
                 tracing::info!(handler = %spec.raw, output = %f.stdout.text(), "handler stdout");

@@ -62,6 +62,51 @@ pub enum Event {
         /// Its payload.
         payload: Vec<u8>,
     },
+    /// A query: the first matching handler that exits 0 answers with its stdout.
+    Query {
+        /// Its name.
+        name: String,
+        /// Its Lamport time.
+        ltime: u64,
+        /// Its payload.
+        payload: Vec<u8>,
+        /// Where the answer goes.
+        reply: QueryReply,
+    },
+}
+
+/// The one-shot channel a query's answer goes back through: the first handler to take it
+/// answers, later ones find it gone.
+#[derive(Clone, Default)]
+pub struct QueryReply(
+    std::sync::Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Vec<u8>>>>>,
+);
+
+impl QueryReply {
+    /// A reply channel and its receiving end.
+    pub fn new() -> (Self, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Self(std::sync::Arc::new(std::sync::Mutex::new(Some(tx)))),
+            rx,
+        )
+    }
+
+    /// Sends `answer` if no handler answered yet; true when this one did.
+    pub fn answer(&self, answer: Vec<u8>) -> bool {
+        let tx = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        tx.is_some_and(|tx| tx.send(answer).is_ok())
+    }
+}
+
+impl std::fmt::Debug for QueryReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryReply")
+    }
 }
 
 impl HandlerSpec {
@@ -116,6 +161,15 @@ impl HandlerSpec {
                 .any(|it| match &it.accept {
                     Accept::Any => true,
                     Accept::User(n) => n.as_ref().is_none_or(|n| n == name),
+                    _ => false,
+                })
+                .then(|| event.clone()),
+            Event::Query { name, .. } => self
+                .items
+                .iter()
+                .any(|it| match &it.accept {
+                    Accept::Any => true,
+                    Accept::Query(n) => n.as_ref().is_none_or(|n| n == name),
                     _ => false,
                 })
                 .then(|| event.clone()),

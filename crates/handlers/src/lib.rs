@@ -18,6 +18,6 @@ pub mod select;
 pub mod writer;
 
 pub use dispatch::{DispatchConfig, Dispatcher};
-pub use filter::{Event, HandlerSpec};
+pub use filter::{Event, HandlerSpec, QueryReply};
 
 pub use writer::{Snapshot, Writer, WriterConfig, parse_signal};

@@ -230,6 +230,19 @@ pub fn invocation(event: &Event, local: &NodeId) -> (Vec<(String, String)>, Vec<
             p.push(b'\n');
             p
         }
+        Event::Query {
+            name,
+            ltime,
+            payload,
+            ..
+        } => {
+            env.push(("SERF_EVENT".into(), "query".into()));
+            env.push(("SERF_QUERY_NAME".into(), name.clone()));
+            env.push(("SERF_QUERY_LTIME".into(), ltime.to_string()));
+            let mut p = payload.clone();
+            p.push(b'\n');
+            p
+        }
     };
     (env, stdin)
 }

@@ -18,7 +18,11 @@ use tokio::net::UdpSocket;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::api::{InfoResponse, LeaveResponse, MemberJson, TagsRequest, TagsResponse};
+use crate::api::{
+    EventRequest, EventResponse, ForceLeaveRequest, ForceLeaveResponse, InfoResponse,
+    LeaveResponse, MemberFilter, MemberJson, QueryLine, QueryRequest, TagsRequest, TagsResponse,
+    default_query_timeout,
+};
 use crate::config::{AgentConfig, TagOverlay};
 use crate::control;
 use crate::error::{AgentError, ConfigError};
@@ -39,6 +43,28 @@ pub enum Command {
     Tags(TagsRequest, oneshot::Sender<Result<TagsResponse, String>>),
     /// Leave the cluster and stop; answered once the leave went out.
     Leave(oneshot::Sender<LeaveResponse>),
+    /// Send a user event.
+    Event(EventRequest, oneshot::Sender<Result<EventResponse, String>>),
+    /// Ask a query; its lines go to the sender until `done`.
+    Query(
+        QueryRequest,
+        mpsc::UnboundedSender<QueryLine>,
+        oneshot::Sender<Result<(), String>>,
+    ),
+    /// A local handler's answer to a query.
+    Respond {
+        /// The asking node.
+        origin: SocketAddr,
+        /// The query.
+        ltime: u64,
+        /// The answer.
+        answer: Vec<u8>,
+    },
+    /// Mark a failed member left everywhere.
+    ForceLeave(
+        ForceLeaveRequest,
+        oneshot::Sender<Result<ForceLeaveResponse, String>>,
+    ),
 }
 
 struct Due {
@@ -180,6 +206,8 @@ pub async fn run_with(
         snapshot_tx,
         members_changed: false,
         last_snapshot_check: Instant::now(),
+        commands: cmd_tx.clone(),
+        queries: BTreeMap::new(),
     };
     let result = driver.run(cmd_rx, std::pin::pin!(stop)).await;
     // Let the control API answer what is in flight (a `leave` waits for its answer).
@@ -205,6 +233,10 @@ struct Driver {
     /// A member event was emitted since the last snapshot.
     members_changed: bool,
     last_snapshot_check: Instant,
+    /// Our own command channel (query answers from handlers come back through it).
+    commands: mpsc::Sender<Command>,
+    /// Our queries in flight: where their lines go, and whether acks are wanted.
+    queries: BTreeMap<u64, (mpsc::UnboundedSender<QueryLine>, bool)>,
 }
 
 impl Driver {
@@ -309,6 +341,118 @@ impl Driver {
             Command::Leave(reply) => {
                 self.leave_waiters.push(reply);
                 self.start_leave("leave command");
+            }
+            Command::Query(req, lines, reply) => {
+                let _ = reply.send(self.start_query(req, lines));
+            }
+            Command::Respond {
+                origin,
+                ltime,
+                answer,
+            } => {
+                if let Err(e) = self.node.respond(origin, ltime, &answer) {
+                    tracing::warn!(error = %e, "query answer not sent");
+                }
+            }
+            Command::ForceLeave(req, reply) => {
+                let r = self
+                    .node
+                    .force_leave(&req.node)
+                    .map(|changed| ForceLeaveResponse { changed })
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Command::Event(req, reply) => {
+                let r = self
+                    .node
+                    .user_event(&req.name, req.payload.as_bytes(), req.coalesce)
+                    .map(|ltime| EventResponse { ltime })
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn start_query(
+        &mut self,
+        req: QueryRequest,
+        lines: mpsc::UnboundedSender<QueryLine>,
+    ) -> Result<(), String> {
+        let filter = MemberFilter::new(None, None, None, &req.tags)?;
+        let members = self.node.members();
+        let targets: Vec<gossip_core::NodeId> = members
+            .iter()
+            .filter(|m| m.status.is_live())
+            .filter(|m| req.nodes.is_empty() || req.nodes.iter().any(|n| n == m.name()))
+            .filter(|m| filter.matches(&MemberJson::from(*m)))
+            .map(|m| m.id.clone())
+            .collect();
+        let live = members.iter().filter(|m| m.status.is_live()).count();
+        let timeout = req
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| default_query_timeout(live));
+        if timeout.is_zero() || timeout > Duration::from_secs(3600) {
+            return Err("timeout must be between 1 ms and 1 hour".into());
+        }
+        let id = self
+            .node
+            .query(&req.name, req.payload.as_bytes(), &targets, timeout)
+            .map_err(|e| e.to_string())?;
+        let _ = lines.send(QueryLine::Started {
+            id,
+            targets: targets.iter().map(|t| t.name().to_string()).collect(),
+            timeout_ms: timeout.as_millis() as u64,
+        });
+        self.queries.insert(id, (lines, !req.no_ack));
+        Ok(())
+    }
+
+    fn on_query(&mut self, q: gossip_core::QueryOutput) {
+        use gossip_core::QueryOutput;
+        match q {
+            QueryOutput::Incoming(q) => {
+                tracing::info!(query = %q.name, from = %q.origin_name, ltime = q.ltime, "query");
+                let (reply, rx) = gossip_handlers::QueryReply::new();
+                self.dispatcher.user_event(
+                    gossip_handlers::Event::Query {
+                        name: q.name,
+                        ltime: q.ltime,
+                        payload: q.payload,
+                        reply,
+                    },
+                    self.node.identity().clone(),
+                );
+                let commands = self.commands.clone();
+                let (origin, ltime) = (q.origin, q.ltime);
+                tokio::spawn(async move {
+                    // No answer when no handler matched or none exited 0.
+                    if let Ok(answer) = rx.await {
+                        let _ = commands
+                            .send(Command::Respond {
+                                origin,
+                                ltime,
+                                answer,
+                            })
+                            .await;
+                    }
+                });
+            }
+            QueryOutput::Ack { id, from } => {
+                if let Some((tx, true)) = self.queries.get(&id) {
+                    let _ = tx.send(QueryLine::Ack { from });
+                }
+            }
+            QueryOutput::Response { id, from, payload } => {
+                if let Some((tx, _)) = self.queries.get(&id) {
+                    let payload = String::from_utf8_lossy(&payload).into_owned();
+                    let _ = tx.send(QueryLine::Response { from, payload });
+                }
+            }
+            QueryOutput::Done { id } => {
+                if let Some((tx, _)) = self.queries.remove(&id) {
+                    let _ = tx.send(QueryLine::Done);
+                }
             }
         }
     }
@@ -422,6 +566,18 @@ impl Driver {
                     self.dispatcher
                         .member_event(e, self.node.identity().clone());
                     self.members_changed = true;
+                }
+                Output::Query(q) => self.on_query(q),
+                Output::User(e) => {
+                    tracing::info!(event = %e.name, ltime = e.ltime, bytes = e.payload.len(), "user event");
+                    self.dispatcher.user_event(
+                        gossip_handlers::Event::User {
+                            name: e.name,
+                            ltime: e.ltime,
+                            payload: e.payload,
+                        },
+                        self.node.identity().clone(),
+                    );
                 }
             }
         }

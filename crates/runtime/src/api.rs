@@ -8,6 +8,9 @@
 //! | `POST /v1/join`   | [`JoinRequest`]              | [`JoinResponse`]  |
 //! | `POST /v1/tags`   | [`TagsRequest`]              | [`TagsResponse`]  |
 //! | `POST /v1/leave`  |                              | [`LeaveResponse`] |
+//! | `POST /v1/event`  | [`EventRequest`]             | [`EventResponse`] |
+//! | `POST /v1/force-leave` | [`ForceLeaveRequest`]   | [`ForceLeaveResponse`] |
+//! | `POST /v1/query`  | [`QueryRequest`]             | [`QueryLine`]s, one JSON object per line, as they come |
 //!
 //! Errors answer 4xx/5xx with an [`ErrorResponse`].
 
@@ -105,6 +108,101 @@ pub struct TagsResponse {
     /// The tags now advertised.
     pub tags: Tags,
     /// Whether they changed.
+    pub changed: bool,
+}
+
+/// `POST /v1/event`: a cluster-wide user event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRequest {
+    /// Event name.
+    pub name: String,
+    /// Payload (handlers read it on stdin, followed by a newline).
+    #[serde(default)]
+    pub payload: String,
+    /// Serf's coalesce flag.
+    #[serde(default = "yes")]
+    pub coalesce: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Answer to [`EventRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventResponse {
+    /// The event's Lamport time.
+    pub ltime: u64,
+}
+
+/// `POST /v1/query`: ask members, stream their acks and answers back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueryRequest {
+    /// Query name.
+    pub name: String,
+    /// Payload.
+    #[serde(default)]
+    pub payload: String,
+    /// Only these members (by name); empty: every live member.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Only members with tags matching these `KEY=REGEX` filters.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Deadline in ms [default: Serf's, 3.2 s x ceil(log10(N + 1))].
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Do not report acks.
+    #[serde(default)]
+    pub no_ack: bool,
+}
+
+/// One line of a [`QueryRequest`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum QueryLine {
+    /// Sent to these members, with this deadline.
+    Started {
+        /// The query's id (its Lamport time).
+        id: u64,
+        /// Targets, by name.
+        targets: Vec<String>,
+        /// Deadline, ms.
+        timeout_ms: u64,
+    },
+    /// A member received it.
+    Ack {
+        /// The member.
+        from: String,
+    },
+    /// A member answered.
+    Response {
+        /// The member.
+        from: String,
+        /// Its answer (lossy UTF-8).
+        payload: String,
+    },
+    /// Over: deadline passed or every target answered.
+    Done,
+}
+
+/// Serf's default query timeout: gossip interval (200 ms) x 16 x ceil(log10(N + 1)).
+pub fn default_query_timeout(cluster_size: usize) -> std::time::Duration {
+    let scale = ((cluster_size as f64 + 1.0).log10().ceil()).max(1.0) as u32;
+    std::time::Duration::from_millis(3200) * scale
+}
+
+/// `POST /v1/force-leave`: mark a failed member left on every member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForceLeaveRequest {
+    /// The member's name.
+    pub node: String,
+}
+
+/// Answer to [`ForceLeaveRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForceLeaveResponse {
+    /// False when the member is unknown or not failed here (nothing was done).
     pub changed: bool,
 }
 

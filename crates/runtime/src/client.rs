@@ -29,6 +29,53 @@ impl Client {
         }
     }
 
+    /// The same client with another overall time limit per request.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// `POST path` with a JSON body; the answer is one JSON value per line, each handed to
+    /// `on_line` as it arrives, until the body ends.
+    pub async fn post_lines<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        mut on_line: impl FnMut(R),
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let work = async {
+            let resp = self.send(Method::POST, path, Some(body)).await?;
+            let status = resp.status();
+            let mut body = resp.into_body();
+            if !status.is_success() {
+                let bytes = body
+                    .collect()
+                    .await
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?
+                    .to_bytes();
+                return Err(refused(status, &bytes));
+            }
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+                if let Some(data) = frame.data_ref() {
+                    buf.extend_from_slice(data);
+                }
+                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    let value = serde_json::from_slice(&line)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    on_line(value);
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| ClientError::Protocol(format!("no answer within {:?}", self.timeout)))?
+    }
+
     /// `GET path`.
     pub async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
         self.call(Method::GET, path, None).await
@@ -61,6 +108,26 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<R, ClientError> {
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|source| ClientError::Unreachable {
@@ -78,23 +145,16 @@ impl Client {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let resp = sender
+        sender
             .send_request(req)
             .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?
-            .to_bytes();
-        if !status.is_success() {
-            let msg = serde_json::from_slice::<ErrorResponse>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| format!("HTTP {status}"));
-            return Err(ClientError::Refused(msg));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
+}
+
+fn refused(status: hyper::StatusCode, bytes: &[u8]) -> ClientError {
+    let msg = serde_json::from_slice::<ErrorResponse>(bytes)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| format!("HTTP {status}"));
+    ClientError::Refused(msg)
 }

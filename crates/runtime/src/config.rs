@@ -17,6 +17,8 @@ use crate::error::ConfigError;
 pub const DEFAULT_PORT: u16 = 7946;
 /// Default control API address.
 pub const DEFAULT_RPC: &str = "127.0.0.1:7373";
+/// The largest `--event-size-max`: an event travels in one datagram.
+pub const EVENT_SIZE_LIMIT: usize = 2048;
 
 /// The config file, as written. Every field is optional.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -52,6 +54,8 @@ pub struct FileConfig {
     pub coalesce_quiet_ms: Option<u64>,
     /// Coalescing upper bound, in ms.
     pub coalesce_max_ms: Option<u64>,
+    /// Largest user event (name plus payload), in bytes.
+    pub event_size_max: Option<usize>,
     /// Built-in writers (`[[writer]]` tables; flags add to these).
     #[serde(default)]
     pub writer: Vec<WriterConfig>,
@@ -112,6 +116,8 @@ pub struct Overrides {
     pub coalesce_quiet_ms: Option<u64>,
     /// `--coalesce-max` in ms.
     pub coalesce_max_ms: Option<u64>,
+    /// `--event-size-max` in bytes.
+    pub event_size_max: Option<usize>,
     /// `--writer KIND:K=V,...` (repeatable).
     pub writers: Vec<String>,
 }
@@ -288,6 +294,15 @@ impl AgentConfig {
             .transpose()?
             .unwrap_or_default();
         let mut core = CoreConfig::new(profile);
+        if let Some(n) = ov.event_size_max.or(file.event_size_max) {
+            if !(1..=EVENT_SIZE_LIMIT).contains(&n) {
+                return Err(bad(
+                    "event-size-max",
+                    format!("{n} is not between 1 and {EVENT_SIZE_LIMIT} bytes"),
+                ));
+            }
+            core.limits.event_bytes_max = n;
+        }
         if let Some(s) = file.reap_after_secs {
             if s == 0 {
                 return Err(bad("reap_after_secs", "must be at least 1"));
@@ -444,6 +459,19 @@ mod tests {
             node: Some("n1".into()),
             ..Overrides::default()
         }
+    }
+
+    #[test]
+    fn event_size_limit_is_configurable_within_one_datagram() {
+        let c = AgentConfig::resolve_with(FileConfig::default(), ov()).unwrap();
+        assert_eq!(c.core.limits.event_bytes_max, 1024);
+        let file: FileConfig = toml::from_str("event_size_max = 2000\n").unwrap();
+        let c = AgentConfig::resolve_with(file, ov()).unwrap();
+        assert_eq!(c.core.limits.event_bytes_max, 2000);
+        let mut o = ov();
+        o.event_size_max = Some(4096);
+        let e = AgentConfig::resolve_with(FileConfig::default(), o).unwrap_err();
+        assert!(e.to_string().contains("event-size-max"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::Command;
 use crate::api::{
-    ErrorResponse, JoinRequest, JoinResponse, MemberJson, MembersResponse, TagsRequest,
+    ErrorResponse, EventRequest, ForceLeaveRequest, JoinRequest, JoinResponse, MemberJson,
+    MembersResponse, QueryLine, QueryRequest, TagsRequest,
 };
 use crate::config::JoinTarget;
 use crate::resolve::Resolver;
@@ -40,6 +41,9 @@ pub async fn serve(
         .route("/v1/join", post(join))
         .route("/v1/tags", post(tags))
         .route("/v1/leave", post(leave))
+        .route("/v1/event", post(event))
+        .route("/v1/force-leave", post(force_leave))
+        .route("/v1/query", post(query))
         .with_state(state);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
@@ -161,6 +165,42 @@ async fn tags(AxState(s): AxState<State>, Json(req): Json<TagsRequest>) -> Respo
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
         Err(r) => r,
     }
+}
+
+async fn event(AxState(s): AxState<State>, Json(req): Json<EventRequest>) -> Response {
+    match ask(&s, |tx| Command::Event(req, tx)).await {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(r) => r,
+    }
+}
+
+async fn force_leave(AxState(s): AxState<State>, Json(req): Json<ForceLeaveRequest>) -> Response {
+    match ask(&s, |tx| Command::ForceLeave(req, tx)).await {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(r) => r,
+    }
+}
+
+async fn query(AxState(s): AxState<State>, Json(req): Json<QueryRequest>) -> Response {
+    let (tx, rx) = mpsc::unbounded_channel::<QueryLine>();
+    match ask(&s, |reply| Command::Query(req, tx, reply)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+        Err(r) => return r,
+    }
+    // One JSON object per line, each as it happens; the body ends after `done`.
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let line = rx.recv().await?;
+        let mut text = serde_json::to_string(&line).unwrap_or_default();
+        text.push('\n');
+        Some((Ok::<_, std::convert::Infallible>(text), rx))
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(axum::body::Body::from_stream(lines))
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn leave(AxState(s): AxState<State>) -> Response {

@@ -10,38 +10,23 @@ use hickory_resolver::config::{LookupIpStrategy, ResolveHosts};
 
 use crate::config::JoinTarget;
 
-/// Resolves join targets.
+/// Resolves join targets. The DNS resolver is built on the first name to resolve, so an
+/// agent that joins by address never loads it (less code and memory resident).
 pub struct Resolver {
-    inner: Option<TokioResolver>,
+    inner: std::sync::OnceLock<Option<TokioResolver>>,
 }
 
 impl Resolver {
-    /// Uses the system's resolver configuration; falls back to the C library's resolver when
-    /// it cannot be read.
+    /// A resolver using the system's configuration once needed; it falls back to the C
+    /// library's resolver when that configuration cannot be read.
     pub fn new() -> Self {
-        let inner = match TokioResolver::builder_tokio() {
-            Ok(mut b) => {
-                let o = b.options_mut();
-                o.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-                o.use_hosts_file = ResolveHosts::Always;
-                o.positive_max_ttl = Some(Duration::from_secs(1));
-                o.negative_max_ttl = Some(Duration::from_secs(1));
-                o.timeout = Duration::from_secs(2);
-                o.attempts = 1;
-                match b.build() {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot build DNS resolver; using the system's");
-                        None
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read resolver configuration; using the system's");
-                None
-            }
-        };
-        Self { inner }
+        Self {
+            inner: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn dns(&self) -> Option<&TokioResolver> {
+        self.inner.get_or_init(build).as_ref()
     }
 
     /// Every address of `target`.
@@ -49,7 +34,7 @@ impl Resolver {
         if let Ok(ip) = target.host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, target.port)]);
         }
-        let mut out: Vec<SocketAddr> = match &self.inner {
+        let mut out: Vec<SocketAddr> = match self.dns() {
             Some(r) => r
                 .lookup_ip(target.host.as_str())
                 .await
@@ -80,6 +65,31 @@ impl Resolver {
             }
         }
         out
+    }
+}
+
+fn build() -> Option<TokioResolver> {
+    match TokioResolver::builder_tokio() {
+        Ok(mut b) => {
+            let o = b.options_mut();
+            o.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+            o.use_hosts_file = ResolveHosts::Always;
+            o.positive_max_ttl = Some(Duration::from_secs(1));
+            o.negative_max_ttl = Some(Duration::from_secs(1));
+            o.timeout = Duration::from_secs(2);
+            o.attempts = 1;
+            match b.build() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot build DNS resolver; using the system's");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read resolver configuration; using the system's");
+            None
+        }
     }
 }
 

@@ -30,9 +30,26 @@ pub fn role_image(role: &str) -> String {
     format!("gossip-demo/{role}:latest")
 }
 
+/// The image name of a role in the Serf-script variant (the appserver is the regular one).
+pub fn serf_role_image(role: &str) -> String {
+    if SERF_ROLES.contains(&role) {
+        format!("gossip-demo-serf/{role}:latest")
+    } else {
+        role_image(role)
+    }
+}
+
+/// The roles the Serf-script variant has images of its own for.
+pub const SERF_ROLES: [&str; 3] = ["dnsserver", "proxyserver", "frontserver"];
+
 /// The directory holding the role Dockerfiles.
 pub fn images_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("images")
+}
+
+/// The directory holding the Serf-script variant's Dockerfiles.
+pub fn serf_images_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("images-serf")
 }
 
 /// The workspace root.
@@ -44,7 +61,7 @@ pub fn workspace_dir() -> PathBuf {
 }
 
 /// The agent binary to put in the images: `$GOSSIP_AGENT_BIN` if set, else a release build
-/// (`cargo build --release -p gossip-agent`) into `target_dir`.
+/// (`cargo release-agent`: statically linked, see `.cargo/config.toml`) into `target_dir`.
 pub fn agent_binary(target_dir: &Path, log: &(dyn Fn(&str) + Sync)) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("GOSSIP_AGENT_BIN") {
         let mut p = PathBuf::from(p);
@@ -60,19 +77,12 @@ pub fn agent_binary(target_dir: &Path, log: &(dyn Fn(&str) + Sync)) -> Result<Pa
         }
         return Ok(p);
     }
-    log("building the agent (cargo build --release -p gossip-agent)");
+    log("building the agent (cargo release-agent)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_dir())
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "gossip-agent",
-            "--target-dir",
-        ])
-        .arg(target_dir)
+        .args(["-q", "release-agent"])
+        .env("CARGO_TARGET_DIR", target_dir)
         .status()?;
     if !status.success() {
         return Err(DemoError::Other("building gossip-agent failed".into()));
@@ -267,7 +277,8 @@ async fn bootstrap_and_import(
     Ok(())
 }
 
-/// Builds the four role images on top of `base`, with `agent` as `/usr/local/bin/gossip-agent`.
+/// Builds the four role images, and the Serf-script variant's three, on top of `base`, with
+/// `agent` as `/usr/local/bin/gossip-agent`.
 pub async fn build_roles(
     docker: &Docker,
     base: &str,
@@ -275,8 +286,15 @@ pub async fn build_roles(
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<()> {
     let binary = std::fs::read(agent)?;
-    for role in ROLES {
-        let dir = images_dir().join(role);
+    let builds = ROLES
+        .iter()
+        .map(|r| (images_dir().join(r), role_image(r), *r))
+        .chain(
+            SERF_ROLES
+                .iter()
+                .map(|r| (serf_images_dir().join(r), serf_role_image(r), *r)),
+        );
+    for (dir, image, role) in builds {
         let mut tar = tar::Builder::new(Vec::new());
         tar.mode(tar::HeaderMode::Deterministic);
         tar.append_dir_all(".", &dir)?;
@@ -286,7 +304,6 @@ pub async fn build_roles(
         header.set_cksum();
         tar.append_data(&mut header, "gossip-agent", binary.as_slice())?;
         let context = tar.into_inner()?;
-        let image = role_image(role);
         let started = std::time::Instant::now();
         let mut stream = docker.build_image(
             BuildImageOptions {

@@ -47,12 +47,25 @@ pub const ROLES: [&str; 4] = ["dnsserver", "proxyserver", "frontserver", "appser
 /// stops its service (at most 5 s) before that.
 pub const STOP_TIMEOUT_SECS: i32 = 15;
 
+/// Which images run the roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    /// gossip-agent with its built-in writers and service supervision (`images/`).
+    #[default]
+    Agent,
+    /// The original demo's flow: `serf agent` with Serf-contract shell scripts, our binary
+    /// installed as `serf` (`images-serf/`); containers resolve names through the dnsserver.
+    SerfScripts,
+}
+
 /// One demo deployment: a network and the containers on it.
 #[derive(Clone)]
 pub struct Demo {
     docker: Docker,
     /// The run's name: labels, the network name and container names derive from it.
     pub run: String,
+    /// The images it runs.
+    pub variant: Variant,
 }
 
 impl Demo {
@@ -65,7 +78,14 @@ impl Demo {
         Ok(Self {
             docker,
             run: run.to_string(),
+            variant: Variant::Agent,
         })
+    }
+
+    /// The same deployment run with `variant`'s images.
+    pub fn with_variant(mut self, variant: Variant) -> Self {
+        self.variant = variant;
+        self
     }
 
     /// The Docker client.
@@ -139,13 +159,23 @@ impl Demo {
         labels.insert("gossip-demo.host".into(), host.into());
         labels.insert("gossip-demo.role".into(), role.into());
         let network = self.network();
+        let (image, dns) = match self.variant {
+            Variant::Agent => (images::role_image(role), None),
+            // As in the original: every container asks the dnsserver for names.
+            Variant::SerfScripts if role != "dnsserver" => (
+                images::serf_role_image(role),
+                Some(vec![self.ip("dnsserver").await?.to_string()]),
+            ),
+            Variant::SerfScripts => (images::serf_role_image(role), None),
+        };
         let body = ContainerCreateBody {
-            image: Some(images::role_image(role)),
+            image: Some(image),
             hostname: Some(host.into()),
             labels: Some(labels),
             stop_timeout: Some(STOP_TIMEOUT_SECS as i64),
             host_config: Some(HostConfig {
                 network_mode: Some(network.clone()),
+                dns,
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use elastic_demo::{Demo, Result, images};
+use elastic_demo::{Demo, Result, Variant, images};
 
 /// The elastic demo: dnsserver, proxyserver, frontservers and appservers in Docker, kept in
 /// step by gossip-agent.
@@ -16,6 +16,10 @@ struct Cli {
     /// Name of the deployment: labels, network and container names derive from it
     #[arg(long, default_value = "gossip-demo", global = true)]
     run: String,
+    /// Which images: `agent` (gossip-agent's writers and supervision) or `serf` (the original
+    /// Serf-contract shell scripts, with gossip-agent installed as `serf`)
+    #[arg(long, default_value = "agent", global = true, value_parser = ["agent", "serf"])]
+    variant: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -78,7 +82,12 @@ async fn build(demo: &Demo) -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let demo = Demo::connect(&cli.run).await?;
+    let variant = if cli.variant == "serf" {
+        Variant::SerfScripts
+    } else {
+        Variant::Agent
+    };
+    let demo = Demo::connect(&cli.run).await?.with_variant(variant);
     match cli.command {
         Cmd::Run => {
             build(&demo).await?;
