@@ -39,6 +39,31 @@ pub enum Command {
     /// Ask members a query: their `query` handlers answer; acks and answers print as they
     /// arrive
     Query(QueryArgs),
+    /// Print a new random gossip encryption key (for --encrypt)
+    Keygen,
+    /// Manage the gossip encryption keys of every live member (rotation without downtime:
+    /// --install NEW, then --use NEW, then --remove OLD)
+    Keys(KeysArgs),
+}
+
+/// Flags of `keys`: exactly one of them.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// Add a key to every member's keyring
+    #[arg(long, value_name = "KEY")]
+    pub install: Option<String>,
+    /// Make an installed key the one every member encrypts with
+    #[arg(long = "use", value_name = "KEY")]
+    pub use_key: Option<String>,
+    /// Remove a key from every member's keyring (not the one in use)
+    #[arg(long, value_name = "KEY")]
+    pub remove: Option<String>,
+    /// List the keys members hold, with how many hold each
+    #[arg(long)]
+    pub list: bool,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
 }
 
 /// Flags of `agent`. Each may also come from the environment variable named in its help; a
@@ -55,9 +80,35 @@ pub struct AgentArgs {
     /// non-loopback IPv4 address; the bind port]
     #[arg(long, env = "GOSSIP_ADVERTISE", value_name = "IP[:PORT]")]
     pub advertise: Option<String>,
-    /// Address of the local control API [default: 127.0.0.1:7373]
+    /// Address of the local control API [default: 127.0.0.1:7373]; any other than a
+    /// loopback address needs --rpc-token
     #[arg(long, env = "GOSSIP_RPC_ADDR", value_name = "IP:PORT")]
     pub rpc_addr: Option<String>,
+    /// Bearer token every control API request must carry (16 to 256 printable characters)
+    #[arg(
+        long,
+        env = "GOSSIP_RPC_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub rpc_token: Option<String>,
+    /// Encrypt gossip with this key (base64 of 32 bytes; gossip-agent keygen makes one).
+    /// Every member needs a key of the same keyring
+    #[arg(
+        long,
+        env = "GOSSIP_ENCRYPT",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub encrypt: Option<String>,
+    /// Keyring file (a JSON array of base64 keys, the primary first, as Serf's): read at
+    /// start, created from --encrypt when missing, rewritten on every key rotation
+    #[arg(long, env = "GOSSIP_KEYRING_FILE", value_name = "FILE")]
+    pub keyring_file: Option<PathBuf>,
+    /// Keep the live members' addresses in this file, so a restart rejoins through them even
+    /// when the --join targets are gone
+    #[arg(long, env = "GOSSIP_SNAPSHOT", value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
     /// This node's role (the tag role=ROLE)
     #[arg(long, env = "GOSSIP_ROLE", value_name = "ROLE")]
     pub role: Option<String>,
@@ -153,6 +204,21 @@ pub struct RpcArgs {
         value_name = "IP:PORT"
     )]
     pub rpc_addr: SocketAddr,
+    /// The agent's control API token, when it has one
+    #[arg(
+        long,
+        env = "GOSSIP_RPC_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub rpc_token: Option<String>,
+}
+
+impl RpcArgs {
+    /// A client of the agent these flags name.
+    pub fn client(&self) -> gossip_runtime::client::Client {
+        gossip_runtime::client::Client::new(self.rpc_addr).with_token(self.rpc_token.clone())
+    }
 }
 
 /// Output formats.
@@ -313,6 +379,8 @@ pub const SUBCOMMANDS: &[&str] = &[
     "event",
     "force-leave",
     "query",
+    "keygen",
+    "keys",
     "help",
 ];
 

@@ -10,10 +10,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use gossip_runtime::api::{
     EventRequest, EventResponse, ForceLeaveRequest, ForceLeaveResponse, InfoResponse, JoinRequest,
-    JoinResponse, LeaveResponse, MemberFilter, MembersResponse, QueryLine, QueryRequest,
-    TagsRequest, TagsResponse, members_text,
+    JoinResponse, KeysRequest, KeysResponse, LeaveResponse, MemberFilter, MembersResponse,
+    QueryLine, QueryRequest, TagsRequest, TagsResponse, members_text,
 };
-use gossip_runtime::client::Client;
 use gossip_runtime::config::parse_tag;
 use gossip_runtime::supervise::{ServiceArgs, ServiceConfig};
 use gossip_runtime::{AgentConfig, ClientError, Overrides};
@@ -103,6 +102,10 @@ fn run_agent(runtime: &tokio::runtime::Runtime, a: cli::AgentArgs) -> ExitCode {
         bind: a.bind,
         advertise: a.advertise,
         rpc_addr: a.rpc_addr,
+        rpc_token: a.rpc_token,
+        encrypt: a.encrypt,
+        keyring_file: a.keyring_file,
+        snapshot: a.snapshot,
         role: a.role,
         tags,
         join: a.join,
@@ -201,7 +204,7 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
                 &m.tags,
             )
             .map_err(ClientError::Usage)?;
-            let mut resp: MembersResponse = Client::new(m.rpc.rpc_addr).get("/v1/members").await?;
+            let mut resp: MembersResponse = m.rpc.client().get("/v1/members").await?;
             resp.members.retain(|x| filter.matches(x));
             match m.format {
                 Format::Json => println!("{}", to_json(&resp)),
@@ -209,7 +212,9 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
             }
         }
         Command::Join(j) => {
-            let resp: JoinResponse = Client::new(j.rpc.rpc_addr)
+            let resp: JoinResponse = j
+                .rpc
+                .client()
                 .post("/v1/join", &JoinRequest { targets: j.targets })
                 .await?;
             println!(
@@ -218,7 +223,7 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
             );
         }
         Command::Leave(r) => {
-            let resp: LeaveResponse = Client::new(r.rpc_addr).post("/v1/leave", &()).await?;
+            let resp: LeaveResponse = r.client().post("/v1/leave", &()).await?;
             if resp.acknowledged {
                 println!("Graceful leave complete");
             } else {
@@ -238,7 +243,7 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
                 req.set.insert(k, v);
             }
             req.delete = t.delete;
-            let resp: TagsResponse = Client::new(t.rpc.rpc_addr).post("/v1/tags", &req).await?;
+            let resp: TagsResponse = t.rpc.client().post("/v1/tags", &req).await?;
             println!("Successfully updated agent tags");
             for (k, v) in &resp.tags {
                 println!("{k}={v}");
@@ -250,15 +255,19 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
                 payload: e.payload.unwrap_or_default(),
                 coalesce: e.coalesce,
             };
-            let _: EventResponse = Client::new(e.rpc.rpc_addr).post("/v1/event", &req).await?;
+            let _: EventResponse = e.rpc.client().post("/v1/event", &req).await?;
             println!(
                 "Event '{}' dispatched! Coalescing enabled: {}",
                 e.name, e.coalesce
             );
         }
         Command::Query(q) => query(q).await?,
+        Command::Keygen => println!("{}", gossip_runtime::crypt::keygen()),
+        Command::Keys(k) => keys(k).await?,
         Command::ForceLeave(f) => {
-            let resp: ForceLeaveResponse = Client::new(f.rpc.rpc_addr)
+            let resp: ForceLeaveResponse = f
+                .rpc
+                .client()
                 .post(
                     "/v1/force-leave",
                     &ForceLeaveRequest {
@@ -272,7 +281,7 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
             }
         }
         Command::Info(i) => {
-            let resp: InfoResponse = Client::new(i.rpc.rpc_addr).get("/v1/info").await?;
+            let resp: InfoResponse = i.rpc.client().get("/v1/info").await?;
             match i.format {
                 Format::Json => println!("{}", to_json(&resp)),
                 Format::Text => print_info(&resp),
@@ -280,6 +289,85 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// `keys`: Serf's wording, and exit 1 unless every live member succeeded.
+async fn keys(k: cli::KeysArgs) -> Result<(), ClientError> {
+    use gossip_runtime::crypt::KeyOp;
+    let given = [
+        k.install.is_some(),
+        k.use_key.is_some(),
+        k.remove.is_some(),
+        k.list,
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(ClientError::Usage(
+            "keys: give exactly one of --install KEY, --use KEY, --remove KEY, --list".into(),
+        ));
+    }
+    let (op, key, doing, done) = if let Some(key) = k.install {
+        (
+            KeyOp::Install,
+            Some(key),
+            "Installing key on",
+            "installed key",
+        )
+    } else if let Some(key) = k.use_key {
+        (
+            KeyOp::Use,
+            Some(key),
+            "Changing primary key on",
+            "changed primary key",
+        )
+    } else if let Some(key) = k.remove {
+        (KeyOp::Remove, Some(key), "Removing key on", "removed key")
+    } else {
+        (
+            KeyOp::List,
+            None,
+            "Gathering installed encryption keys from",
+            "gathered keys",
+        )
+    };
+    if let Some(key) = &key {
+        gossip_runtime::crypt::check_key(key)
+            .map_err(|e| ClientError::Usage(format!("invalid key: {e}")))?;
+    }
+    println!("{doing} all members...");
+    let resp: KeysResponse = k
+        .rpc
+        .client()
+        .post("/v1/keys", &KeysRequest { op, key })
+        .await?;
+    if !resp.errors.is_empty() {
+        let ok = resp.members.saturating_sub(resp.errors.len());
+        let mut msg = format!("{ok}/{} members reported success", resp.members);
+        for (node, e) in &resp.errors {
+            msg.push_str(&format!("\n\t{node}: {e}"));
+        }
+        if op == KeyOp::List {
+            print_keys(&resp);
+        }
+        return Err(ClientError::Refused(msg));
+    }
+    println!("Successfully {done}!");
+    if op == KeyOp::List {
+        print_keys(&resp);
+    }
+    Ok(())
+}
+
+fn print_keys(resp: &KeysResponse) {
+    println!();
+    println!("{:<46}{:<12}PRIMARY ON", "KEY", "INSTALLED");
+    for (key, n) in &resp.keys {
+        let primary = resp.primary.values().filter(|p| *p == key).count();
+        println!(
+            "{key:<46}{:<12}{primary}/{}",
+            format!("{n}/{}", resp.members),
+            resp.members
+        );
+    }
 }
 
 async fn query(q: cli::QueryArgs) -> Result<(), ClientError> {
@@ -300,7 +388,8 @@ async fn query(q: cli::QueryArgs) -> Result<(), ClientError> {
     // The agent ends the stream at the deadline; allow for it plus slack.
     let limit = q.timeout.unwrap_or(std::time::Duration::from_secs(60))
         + std::time::Duration::from_secs(10);
-    Client::new(q.rpc.rpc_addr)
+    q.rpc
+        .client()
         .with_timeout(limit)
         .post_lines("/v1/query", &req, |line: QueryLine| match line {
             QueryLine::Ack { from } => {
@@ -376,4 +465,10 @@ fn print_info(i: &InfoResponse) {
     println!("\tdropped_version = {}", s.dropped_version);
     println!("\tdropped_malformed = {}", s.dropped_malformed);
     println!("\tdropped_protocol = {}", s.dropped_protocol);
+    let e = &i.encryption;
+    println!("encryption:");
+    println!("\tkeys = {}", e.keys);
+    println!("\tdropped_unencrypted = {}", e.dropped_unencrypted);
+    println!("\tdropped_wrong_key = {}", e.dropped_wrong_key);
+    println!("\tdropped_bad_format = {}", e.dropped_bad_format);
 }

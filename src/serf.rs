@@ -5,7 +5,7 @@
 //! config files (`-config-file`, `-config-dir`), `SERF_RPC_ADDR`, and its exit codes (1 for
 //! any error, usage included). This module turns such a command line into ours.
 //!
-//! What Serf has and we do not yet (encryption, RPC auth, discovery, snapshots, tags files)
+//! What Serf has and we do not yet (discovery, tags files)
 //! is refused with a message naming it, never silently ignored; settings that only tune how
 //! Serf itself works (retry intervals, protocol version, compression, syslog) are accepted
 //! and ignored with a warning.
@@ -52,7 +52,7 @@ use Map::{Ignore, Refuse, Special, To};
 
 const RPC: [(&str, Kind, Map); 2] = [
     ("rpc-addr", Value, To("rpc-addr")),
-    ("rpc-auth", Value, Refuse),
+    ("rpc-auth", Value, To("rpc-token")),
 ];
 
 fn spec(cmd: &str) -> Option<Vec<(&'static str, Kind, Map)>> {
@@ -72,9 +72,9 @@ fn spec(cmd: &str) -> Option<Vec<(&'static str, Kind, Map)>> {
             ("config-dir", Value, Special),
             ("iface", Value, Refuse),
             ("discover", Value, Refuse),
-            ("encrypt", Value, Refuse),
-            ("keyring-file", Value, Refuse),
-            ("snapshot", Value, Refuse),
+            ("encrypt", Value, To("encrypt")),
+            ("keyring-file", Value, To("keyring-file")),
+            ("snapshot", Value, To("snapshot")),
             ("tags-file", Value, Refuse),
             ("protocol", Value, Ignore),
             ("retry-interval", Value, Ignore),
@@ -107,13 +107,15 @@ fn spec(cmd: &str) -> Option<Vec<(&'static str, Kind, Map)>> {
         "force-leave" => vec![("prune", Bool, Ignore)],
         "tags" => vec![("set", Value, To("set")), ("delete", Value, To("delete"))],
         "info" => vec![("format", Value, To("format"))],
+        "keys" => vec![
+            ("install", Value, To("install")),
+            ("use", Value, To("use")),
+            ("remove", Value, To("remove")),
+            ("list", Bool, Special),
+        ],
         _ => return None,
     };
-    if cmd != "agent" {
-        s.extend(RPC);
-    } else {
-        s.push(("rpc-addr", Value, To("rpc-addr")));
-    }
+    s.extend(RPC);
     Some(s)
 }
 
@@ -129,6 +131,8 @@ Available commands are (gossip-agent's Serf-compatible entry point):
     leave          Gracefully leaves the Serf cluster and shuts down
     members        Lists the members of a Serf cluster
     tags           Modify tags of a running Serf agent
+    keygen         Generates a new encryption key
+    keys           Manipulate the internal encryption keyring used by Serf
     version        Prints the Serf version
 ";
 
@@ -150,7 +154,13 @@ pub fn translate(args: &[String]) -> Result<Translated, String> {
     match cmd.as_str() {
         "-h" | "-help" | "--help" | "help" => return Ok(Translated::Print(USAGE.into())),
         "version" | "-v" | "-version" | "--version" => return Ok(Translated::Print(version())),
-        "monitor" | "keys" | "reachability" | "rtt" => {
+        "keygen" => {
+            return Ok(Translated::Run(vec![
+                "gossip-agent".into(),
+                "keygen".into(),
+            ]));
+        }
+        "monitor" | "reachability" | "rtt" => {
             return Err(format!("serf {cmd} is not supported by gossip-agent"));
         }
         _ => {}
@@ -164,6 +174,7 @@ pub fn translate(args: &[String]) -> Result<Translated, String> {
     let mut lists: Vec<(&str, String)> = Vec::new();
     let mut coalesce = None;
     let mut no_ack = false;
+    let mut list = false;
     if cmd == "agent" {
         // Config files first, in order; flags after them win (Serf merges the same way).
         for (name, value) in &flags {
@@ -192,6 +203,7 @@ pub fn translate(args: &[String]) -> Result<Translated, String> {
             }
             Special if *name == "coalesce" => coalesce = Some(parse_bool(name, value)?),
             Special if *name == "no-ack" => no_ack = parse_bool(name, value)?,
+            Special if *name == "list" => list = parse_bool(name, value)?,
             Special => {}
         }
     }
@@ -200,6 +212,12 @@ pub fn translate(args: &[String]) -> Result<Translated, String> {
         && !a.is_empty()
     {
         scalars.insert("rpc-addr", a);
+    }
+    if !scalars.contains_key("rpc-token")
+        && let Ok(a) = std::env::var("SERF_RPC_AUTH")
+        && !a.is_empty()
+    {
+        scalars.insert("rpc-token", a);
     }
     for (k, v) in scalars {
         out.push(format!("--{k}={v}"));
@@ -213,8 +231,11 @@ pub fn translate(args: &[String]) -> Result<Translated, String> {
     if no_ack {
         out.push("--no-ack".into());
     }
+    if list {
+        out.push("--list".into());
+    }
     match cmd.as_str() {
-        "agent" | "members" | "leave" | "info" | "tags" if !positional.is_empty() => {
+        "agent" | "members" | "leave" | "info" | "tags" | "keys" if !positional.is_empty() => {
             return Err(format!(
                 "serf {cmd}: unexpected argument {:?}",
                 positional[0]
@@ -345,6 +366,18 @@ fn config_file(
             "rpc_addr" => {
                 scalars.insert("rpc-addr", string(key, value)?);
             }
+            "rpc_auth" => {
+                scalars.insert("rpc-token", string(key, value)?);
+            }
+            "encrypt_key" => {
+                scalars.insert("encrypt", string(key, value)?);
+            }
+            "keyring_file" => {
+                scalars.insert("keyring-file", string(key, value)?);
+            }
+            "snapshot_path" => {
+                scalars.insert("snapshot", string(key, value)?);
+            }
             "log_level" => {
                 scalars.insert("log-level", string(key, value)?.to_lowercase());
             }
@@ -372,8 +405,7 @@ fn config_file(
                     lists.push(("event-handler", h));
                 }
             }
-            "encrypt_key" | "keyring_file" | "rpc_auth" | "discover" | "interface" | "mdns"
-            | "snapshot_path" | "tags_file" => {
+            "discover" | "interface" | "mdns" | "tags_file" => {
                 return Err(bad(key, "not supported by gossip-agent yet"));
             }
             "leave_on_terminate"
@@ -500,14 +532,18 @@ mod tests {
     #[test]
     fn what_we_lack_is_refused_by_name() {
         assert!(
-            run(&["agent", "-encrypt", "abc"])
+            run(&["agent", "-tags-file", "/x"])
                 .unwrap_err()
-                .contains("-encrypt")
+                .contains("-tags-file")
         );
-        assert!(
-            run(&["members", "-rpc-auth=x"])
-                .unwrap_err()
-                .contains("-rpc-auth")
+        assert_eq!(run(&["keys", "-list"]).unwrap(), ["keys", "--list"]);
+        assert_eq!(
+            run(&["agent", "-encrypt=K", "-keyring-file", "/r.json"]).unwrap(),
+            ["agent", "--encrypt=K", "--keyring-file=/r.json"]
+        );
+        assert_eq!(
+            run(&["members", "-rpc-auth=0123456789abcdef"]).unwrap(),
+            ["members", "--rpc-token=0123456789abcdef"]
         );
         assert!(
             run(&["members", "-bogus"])
@@ -549,8 +585,8 @@ mod tests {
                 "--tag=zone=eu",
             ]
         );
-        std::fs::write(&f, r#"{"encrypt_key": "x"}"#).unwrap();
+        std::fs::write(&f, r#"{"tags_file": "x"}"#).unwrap();
         let e = run(&["agent", "-config-dir", dir.path().to_str().unwrap()]).unwrap_err();
-        assert!(e.contains("encrypt_key"), "{e}");
+        assert!(e.contains("tags_file"), "{e}");
     }
 }

@@ -321,3 +321,87 @@ fn sigterm_is_left_on_all_fifty() {
             .all(|a| !a.log_text().contains("member-failed"))
     );
 }
+
+/// A restart under the same name: alive again on every member at once, without a failure in
+/// between, and through the member snapshot when its `--join` target is gone.
+#[test]
+fn a_restart_rejoins_through_its_snapshot_when_the_join_target_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = test_net();
+    let addr =
+        |i: u8, port: u16| -> SocketAddr { format!("127.77.{net}.{i}:{port}").parse().unwrap() };
+    let snap = |i: u8| dir.path().join(format!("snap{i}.json"));
+    let join = format!("127.77.{net}.1:7946");
+    let seed = Agent::start("seed", addr(1, 7946), addr(1, 7373), &[], dir.path());
+    let start = |name: &str, i: u8| {
+        let s = snap(i);
+        Agent::start(
+            name,
+            addr(i, 7946),
+            addr(i, 7373),
+            &["--join", &join, "--snapshot", s.to_str().unwrap()],
+            dir.path(),
+        )
+    };
+    let a = start("a", 2);
+    let b = start("b", 3);
+    let c = start("c", 4);
+    let all = [&seed, &a, &b, &c];
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            all.iter()
+                .all(|x| ["seed", "a", "b", "c"].iter().all(|n| sees(x, n, "alive")))
+        })
+        .is_some(),
+        "{}",
+        logs(&all)
+    );
+    // The snapshot lists the others (not itself), by name and address.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let s = std::fs::read_to_string(snap(3)).unwrap_or_default();
+            s.contains("\"a\"")
+                && s.contains("\"c\"")
+                && s.contains("\"seed\"")
+                && !s.contains("\"b\"")
+        })
+        .is_some(),
+        "{}",
+        std::fs::read_to_string(snap(3)).unwrap_or_default()
+    );
+
+    // The join target goes away for good; then b restarts.
+    seed.signal(Signal::SIGTERM);
+    assert_eq!(seed.wait_exit(Duration::from_secs(5)), Some(0));
+    assert!(
+        wait_until(Duration::from_secs(5), || sees(&a, "seed", "left")
+            && sees(&b, "seed", "left"))
+        .is_some()
+    );
+    b.kill();
+    b.restart();
+    let took = wait_until(Duration::from_secs(10), || {
+        sees(&b, "a", "alive") && sees(&b, "c", "alive")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "b did not rejoin through its snapshot\n{}",
+            logs(&[&a, &b, &c])
+        )
+    });
+    eprintln!("restart -> rejoined through the snapshot within {took:?} (poll interval 50 ms)");
+    assert!(
+        b.log_text().contains("rejoining through the snapshot"),
+        "{}",
+        b.log_text()
+    );
+    // No flapping: a and c never list b as anything but alive from here on.
+    let flapped = wait_until(Duration::from_secs(3), || {
+        [&a, &c].iter().any(|x| !sees(x, "b", "alive"))
+    });
+    assert!(
+        flapped.is_none(),
+        "b flapped after its restart\n{}",
+        logs(&[&a, &b, &c])
+    );
+}

@@ -27,6 +27,11 @@ fn bad_flag_values_name_the_flag_and_exit_2() {
         (&["--node", "a", "--profile", "fast"][..], "profile"),
         (&["--node", "a", "--join", "a b"][..], "join"),
         (&["--node", "a", "--advertise", "0.0.0.0"][..], "advertise"),
+        (
+            &["--node", "a", "--rpc-addr", "0.0.0.0:7373"][..],
+            "rpc-addr",
+        ),
+        (&["--node", "a", "--rpc-token", "short"][..], "rpc-token"),
         (&["--node", "a", "--no-such-flag"][..], "--no-such-flag"),
         (&["members", "--format", "yaml"][..], "format"),
         (&["members", "--tag", "nokv"][..], "--tag"),

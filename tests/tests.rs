@@ -5,6 +5,7 @@ mod util;
 mod agent;
 mod cli;
 mod handlers;
+mod security;
 mod serf;
 mod supervise;
 mod writers;

@@ -10,7 +10,13 @@ const S: Duration = Duration::from_secs(1);
 
 /// `n` nodes, each joining through node 0 with a staggered start, run until converged.
 fn cluster(seed: u64, n: usize) -> Sim {
-    let mut sim = Sim::new(Params::new(seed));
+    cluster_with(Params::new(seed), n)
+}
+
+/// [`cluster`] with other parameters.
+fn cluster_with(params: Params, n: usize) -> Sim {
+    let seed = params.seed;
+    let mut sim = Sim::new(params);
     for i in 0..n {
         let r = if i % 2 == 0 {
             "appserver"
@@ -225,6 +231,48 @@ fn a_restarted_seed_without_join_target_is_found_again() {
         .run_until_true(10 * MS, 10 * S, Sim::converged)
         .unwrap_or_else(|| panic!("seed {seed}: restarted seed stayed alone"));
     assert!(took < 3 * S, "seed {seed}: took {took:?}");
+}
+
+#[test]
+fn a_partition_longer_than_the_failure_and_reap_timeouts_heals_within_ten_seconds() {
+    for seed in [61u64, 62, 63] {
+        let mut p = Params::new(seed);
+        p.config.reap_after = 30 * S;
+        let n = 20;
+        let mut sim = cluster_with(p, n);
+        let groups: Vec<u32> = (0..n).map(|i| u32::from(i >= n / 2)).collect();
+        sim.partition(&groups, false);
+        // Failure detection, then the reap: each half forgets the other entirely.
+        sim.run_for(60 * S);
+        let far = format!("node{}", n - 1);
+        assert!(
+            sim.node(0)
+                .unwrap()
+                .members()
+                .iter()
+                .all(|m| m.name() != far),
+            "seed {seed}: {far} was not reaped on node0 during the partition"
+        );
+        assert!(
+            sim.node(0).unwrap().lost_members().contains(&far),
+            "seed {seed}: node0 does not keep trying {far}"
+        );
+        sim.heal();
+        let took = sim
+            .run_until_true(10 * MS, 10 * S, Sim::converged)
+            .unwrap_or_else(|| panic!("seed {seed}: the halves did not merge within 10 s"));
+        eprintln!("seed {seed}: merged {took:?} after the partition was lifted");
+        // Once merged, nobody is lost any more.
+        sim.run_for(20 * S);
+        for ix in 0..n {
+            assert!(
+                sim.node(ix).unwrap().lost_members().is_empty(),
+                "seed {seed}: node{ix} still tries {:?} (merged in {took:?})",
+                sim.node(ix).unwrap().lost_members()
+            );
+        }
+        assert!(sim.converged(), "seed {seed}: split again after merging");
+    }
 }
 
 #[test]

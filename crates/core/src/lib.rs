@@ -11,13 +11,17 @@
 //! - [`wire`]: the packet envelope, our own messages, and the validating foca codec.
 //! - [`member`]: statuses, snapshots and membership events.
 //! - [`config`]: timing profiles and limits.
+//! - [`crypt`]: the keyring and sealed (encrypted) packets.
 //! - [`node`]: the state machine.
 //! - [`user`]: user events: validation, Lamport clock, deduplication.
 //! - [`query`]: queries: what the core reports, and their bookkeeping.
 //! - [`error`]: typed errors.
+//! - [`harness`]: what the fuzzers call.
 
 pub mod config;
+pub mod crypt;
 pub mod error;
+pub mod harness;
 pub mod identity;
 pub mod member;
 pub mod node;

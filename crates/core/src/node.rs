@@ -51,6 +51,8 @@ pub enum TimerEvent {
     AnnounceSelf,
     /// Lifeguard: lower the local health multiplier by one.
     HealthDecay,
+    /// Announce ourselves to one failed member that was reaped (see [`Node::lost_members`]).
+    Reconnect,
     /// A suspicion's early verdict: when the suspect sent us nothing since we learnt of the
     /// suspicion (our own notices to it unanswered), this foca timer is handled now rather
     /// than at the full suspicion timeout.
@@ -103,6 +105,9 @@ pub struct Stats {
     pub dropped_malformed: u64,
     /// Dropped: refused by the protocol (from ourselves, for a stale identity, ...).
     pub dropped_protocol: u64,
+    /// Announcements sent to reaped failed members (partition healing).
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 impl Stats {
@@ -184,7 +189,17 @@ pub struct Node {
     query_seqs: BTreeMap<u64, u64>,
     /// Queries received lately.
     queries_seen: crate::query::Seen,
+    /// Failed members that were reaped, by name, with the reconnect tick they were lost at:
+    /// still announced to now and then, so the halves of a partition longer than the reap
+    /// timeout find each other again (Serf stops trying at the reap: serf#605, serf#333).
+    lost: BTreeMap<Arc<str>, (NodeId, u64)>,
+    /// Reconnect ticks so far; a tick is scheduled while `lost` is not empty.
+    reconnect_ticks: u64,
+    reconnect_scheduled: bool,
 }
+
+/// How many reaped failed members [`Node`] keeps trying to reconnect to.
+const LOST_MAX: usize = 1024;
 
 /// Delay from a join's first answer to the digest exchange that repairs any lost part of it.
 const JOIN_FOLLOW_UP: Duration = Duration::from_secs(1);
@@ -250,6 +265,9 @@ impl Node {
             queries: BTreeMap::new(),
             query_seqs: BTreeMap::new(),
             queries_seen: crate::query::Seen::default(),
+            lost: BTreeMap::new(),
+            reconnect_ticks: 0,
+            reconnect_scheduled: false,
         };
         node.emit(EventKind::Join, id, Status::Alive);
         let first = node.jitter(node.config.push_pull_interval);
@@ -895,6 +913,7 @@ impl Node {
                     self.drain_foca();
                 }
             }
+            TimerEvent::Reconnect => self.reconnect(),
             TimerEvent::HealthDecay => {
                 self.health = self.health.saturating_sub(1);
                 if self.health > 0 {
@@ -912,11 +931,73 @@ impl Node {
         self.drain_foca();
     }
 
+    /// One reconnect tick: forget lost members that are back (or lost for longer than the
+    /// reap timeout again), announce ourselves to one of the rest.
+    fn reconnect(&mut self) {
+        self.reconnect_scheduled = false;
+        self.reconnect_ticks += 1;
+        if self.left {
+            return;
+        }
+        let interval = self.config.reconnect_interval.max(Duration::from_millis(1));
+        let give_up = (self.config.reap_after.as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
+        let now = self.reconnect_ticks;
+        let members = &self.members;
+        self.lost.retain(|name, (_, since)| {
+            !members.contains_key(name) && now.saturating_sub(*since) <= give_up
+        });
+        if self.lost.is_empty() {
+            return;
+        }
+        let i = self.rng.random_range(0..self.lost.len());
+        if let Some((id, _)) = self.lost.values().nth(i).cloned() {
+            self.stats.reconnects += 1;
+            // Addressing it shows it we hold its identity, so it will answer with references
+            // to it: hold it again.
+            self.directory().learn(id.clone());
+            if let Err(e) = self.foca.announce(id, &mut self.rt) {
+                tracing::debug!(error = %e, "reconnect announce refused");
+            }
+            self.drain_foca();
+        }
+        self.reconnect_scheduled = true;
+        let after = self.jitter(interval);
+        self.schedule(after, TimerEvent::Reconnect);
+    }
+
+    /// Names of failed members that were reaped and that this node still tries to reach.
+    pub fn lost_members(&self) -> Vec<String> {
+        self.lost.keys().map(|n| n.to_string()).collect()
+    }
+
     fn reap(&mut self, id: &NodeId) {
         let reap = matches!(self.members.get(id.name()),
             Some(r) if &r.id == id && !r.status.is_live());
         if reap && let Some(r) = self.members.shift_remove(id.name()) {
-            self.directory().forget(r.id.key());
+            {
+                // It forgets us as we forget it: whatever we send it next names us in full.
+                let mut dir = self.directory();
+                dir.forget(r.id.key());
+                dir.forget_peer(r.id.addr());
+            }
+            if r.status == Status::Failed && !self.left {
+                if self.lost.len() >= LOST_MAX
+                    && let Some(oldest) = self
+                        .lost
+                        .iter()
+                        .min_by_key(|(_, (_, t))| *t)
+                        .map(|(n, _)| n.clone())
+                {
+                    self.lost.remove(&oldest);
+                }
+                self.lost
+                    .insert(r.id.name().into(), (r.id.clone(), self.reconnect_ticks));
+                if !self.reconnect_scheduled {
+                    self.reconnect_scheduled = true;
+                    let after = self.jitter(self.config.reconnect_interval);
+                    self.schedule(after, TimerEvent::Reconnect);
+                }
+            }
             self.emit(EventKind::Reap, r.id, r.status);
         }
     }

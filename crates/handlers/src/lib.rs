@@ -9,10 +9,12 @@
 //! - [`dispatch`]: the task that takes events from the agent and feeds a queue per handler.
 //! - [`writer`]: level-triggered writers with atomic replacement, validation and rollback.
 //! - [`select`]: member selectors shared by filters and writers.
+//! - [`harness`]: what the fuzzers call: peer data to environments, stdin and files.
 
 pub mod coalesce;
 pub mod dispatch;
 pub mod filter;
+pub mod harness;
 pub mod script;
 pub mod select;
 pub mod writer;

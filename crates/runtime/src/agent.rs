@@ -13,18 +13,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gossip_core::{MemberEvent, MemberInfo, Node, Output, TimerEvent};
 use gossip_handlers::{Dispatcher, Snapshot, Writer};
-use rand::Rng;
+use rand::{Rng, RngExt};
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::{
-    EventRequest, EventResponse, ForceLeaveRequest, ForceLeaveResponse, InfoResponse,
+    EventRequest, EventResponse, ForceLeaveRequest, ForceLeaveResponse, InfoResponse, KeysRequest,
     LeaveResponse, MemberFilter, MemberJson, QueryLine, QueryRequest, TagsRequest, TagsResponse,
     default_query_timeout,
 };
 use crate::config::{AgentConfig, TagOverlay};
 use crate::control;
+use crate::crypt::{Crypt, CryptStats, KEYS_QUERY, Opened, RESERVED_PREFIX, Warnings};
 use crate::error::{AgentError, ConfigError};
 use crate::resolve::Resolver;
 
@@ -60,6 +61,12 @@ pub enum Command {
         /// The answer.
         answer: Vec<u8>,
     },
+    /// Run a key command on every live member; its lines go to the sender until `done`.
+    Keys(
+        KeysRequest,
+        mpsc::UnboundedSender<QueryLine>,
+        oneshot::Sender<Result<(), String>>,
+    ),
     /// Mark a failed member left everywhere.
     ForceLeave(
         ForceLeaveRequest,
@@ -99,10 +106,29 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
 
 /// Like [`run`], and also leaves when `stop` completes (its output is the logged reason).
 pub async fn run_with(
-    config: AgentConfig,
+    mut config: AgentConfig,
     stop: impl Future<Output = String>,
 ) -> Result<(), AgentError> {
     let started = Instant::now();
+    let crypt = match &config.keyring {
+        Some(k) => {
+            if k.encrypt_ignored {
+                tracing::warn!(
+                    "--encrypt is ignored: the keyring file exists and holds the keys in use"
+                );
+            }
+            let c = Crypt::start(k).map_err(|e| ConfigError::Field {
+                field: "keyring-file".into(),
+                message: e.to_string(),
+            })?;
+            // Sealing adds its overhead to every datagram; the core budgets for it.
+            let max = config.core.packet_size_max.get() - gossip_core::crypt::OVERHEAD;
+            config.core.packet_size_max =
+                std::num::NonZeroUsize::new(max).expect("the packet limit exceeds the overhead");
+            Some(c)
+        }
+        None => None,
+    };
     let socket = UdpSocket::bind(config.bind)
         .await
         .map_err(|source| AgentError::Bind {
@@ -140,7 +166,8 @@ pub async fn run_with(
     )?;
     tracing::info!(
         node = %config.node, bind = %bound, advertise = %advertise, rpc = %rpc_addr,
-        profile = %config.core.profile, "agent started"
+        profile = %config.core.profile,
+        encryption = if crypt.is_some() { "on" } else { "off" }, "agent started"
     );
 
     // Writers are built before anything starts, so a bad template is a configuration error.
@@ -164,6 +191,9 @@ pub async fn run_with(
         tracing::info!(writer = w.name(), "writer started");
         tokio::spawn(w.run(snapshot_rx.clone()));
     }
+    if let Some(path) = &config.snapshot {
+        tokio::spawn(crate::snapshot::keep(path.clone(), snapshot_rx.clone()));
+    }
     drop(snapshot_rx);
     let dispatcher = Dispatcher::spawn(config.handlers.clone(), config.dispatch);
 
@@ -177,12 +207,35 @@ pub async fn run_with(
         control::State {
             commands: cmd_tx.clone(),
             resolver: resolver.clone(),
+            token: config.rpc_token.as_deref().map(Arc::from),
         },
         stop_rx,
     ));
-    if !config.join.is_empty() {
+    let mut join = config.join.clone();
+    if let Some(path) = &config.snapshot {
+        let mut known: Vec<SocketAddr> = crate::snapshot::read(path)
+            .members
+            .into_iter()
+            .filter(|k| k.name != config.node && k.addr != advertise)
+            .map(|k| k.addr)
+            .collect();
+        // A few of them, at random: enough to find the cluster, not a storm of joins.
+        let mut rng = rand::make_rng::<rand::rngs::SmallRng>();
+        for i in (1..known.len()).rev() {
+            known.swap(i, rng.random_range(0..=i));
+        }
+        known.truncate(crate::snapshot::REJOIN_MAX);
+        if !known.is_empty() {
+            tracing::info!(members = known.len(), file = %path.display(), "rejoining through the snapshot too");
+        }
+        join.extend(known.into_iter().map(|a| crate::config::JoinTarget {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }));
+    }
+    if !join.is_empty() {
         tokio::spawn(join_loop(
-            config.join.clone(),
+            join,
             config.retry_join_max,
             resolver,
             cmd_tx.clone(),
@@ -208,6 +261,10 @@ pub async fn run_with(
         last_snapshot_check: Instant::now(),
         commands: cmd_tx.clone(),
         queries: BTreeMap::new(),
+        crypt,
+        warnings: Warnings::default(),
+        dropped_sealed: 0,
+        rebuffs: Vec::new(),
     };
     let result = driver.run(cmd_rx, std::pin::pin!(stop)).await;
     // Let the control API answer what is in flight (a `leave` waits for its answer).
@@ -237,6 +294,14 @@ struct Driver {
     commands: mpsc::Sender<Command>,
     /// Our queries in flight: where their lines go, and whether acks are wanted.
     queries: BTreeMap<u64, (mpsc::UnboundedSender<QueryLine>, bool)>,
+    /// Gossip encryption, when on.
+    crypt: Option<Crypt>,
+    /// Rate limits of warnings about dropped packets.
+    warnings: Warnings,
+    /// Encrypted packets dropped because encryption is off.
+    dropped_sealed: u64,
+    /// Sealed empty datagrams for senders that could not join (see [`Crypt::open`]).
+    rebuffs: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Driver {
@@ -249,7 +314,8 @@ impl Driver {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
-        let mut buf = vec![0u8; self.node.config().packet_size_max.get() + 1];
+        let mut buf =
+            vec![0u8; self.node.config().packet_size_max.get() + gossip_core::crypt::OVERHEAD + 1];
         self.flush().await;
         loop {
             let next = [self.timers.peek().map(|d| d.at), self.leave_deadline]
@@ -264,11 +330,7 @@ impl Driver {
             };
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((len, from)) => {
-                        if let Err(reason) = self.node.handle_packet(from, &buf[..len]) {
-                            tracing::debug!(%from, %reason, "packet dropped");
-                        }
-                    }
+                    Ok((len, from)) => self.receive(from, &buf[..len]),
                     Err(e) => tracing::debug!(error = %e, "receive failed"),
                 },
                 () = sleep => {
@@ -291,6 +353,37 @@ impl Driver {
             if self.leave_finished() {
                 return Ok(());
             }
+        }
+    }
+
+    fn receive(&mut self, from: SocketAddr, packet: &[u8]) {
+        let opened;
+        let plain = match &mut self.crypt {
+            Some(c) => match c.open(from, packet, &mut self.warnings) {
+                Opened::Plain(p) => {
+                    opened = p;
+                    &opened[..]
+                }
+                Opened::Dropped => return,
+                Opened::Rebuff(answer) => {
+                    self.rebuffs.push((from, answer));
+                    return;
+                }
+            },
+            None if crate::crypt::is_sealed(packet) => {
+                self.dropped_sealed += 1;
+                self.warnings.warn(
+                    "encrypted",
+                    from,
+                    "dropped an encrypted packet: this agent has no key (start it with \
+                     --encrypt or --keyring-file)",
+                );
+                return;
+            }
+            None => packet,
+        };
+        if let Err(reason) = self.node.handle_packet(from, plain) {
+            tracing::debug!(%from, %reason, "packet dropped");
         }
     }
 
@@ -343,7 +436,33 @@ impl Driver {
                 self.start_leave("leave command");
             }
             Command::Query(req, lines, reply) => {
-                let _ = reply.send(self.start_query(req, lines));
+                let r = if req.name.starts_with(RESERVED_PREFIX) {
+                    Err(format!(
+                        "query names starting with {RESERVED_PREFIX} are reserved"
+                    ))
+                } else {
+                    self.start_query(req, lines)
+                };
+                let _ = reply.send(r);
+            }
+            Command::Keys(req, lines, reply) => {
+                let r = if self.crypt.is_none() {
+                    Err(
+                        "encryption is not enabled on this agent (--encrypt or --keyring-file)"
+                            .to_string(),
+                    )
+                } else {
+                    let q = QueryRequest {
+                        name: format!("{KEYS_QUERY}{}", req.op.as_str()),
+                        payload: req.key.unwrap_or_default(),
+                        nodes: Vec::new(),
+                        tags: Vec::new(),
+                        timeout_ms: None,
+                        no_ack: true,
+                    };
+                    self.start_query(q, lines)
+                };
+                let _ = reply.send(r);
             }
             Command::Respond {
                 origin,
@@ -363,11 +482,16 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Command::Event(req, reply) => {
-                let r = self
-                    .node
-                    .user_event(&req.name, req.payload.as_bytes(), req.coalesce)
-                    .map(|ltime| EventResponse { ltime })
-                    .map_err(|e| e.to_string());
+                let r = if req.name.starts_with(RESERVED_PREFIX) {
+                    Err(format!(
+                        "event names starting with {RESERVED_PREFIX} are reserved"
+                    ))
+                } else {
+                    self.node
+                        .user_event(&req.name, req.payload.as_bytes(), req.coalesce)
+                        .map(|ltime| EventResponse { ltime })
+                        .map_err(|e| e.to_string())
+                };
                 let _ = reply.send(r);
             }
         }
@@ -411,6 +535,25 @@ impl Driver {
     fn on_query(&mut self, q: gossip_core::QueryOutput) {
         use gossip_core::QueryOutput;
         match q {
+            QueryOutput::Incoming(q) if q.name.starts_with(RESERVED_PREFIX) => {
+                let answer = match (crate::crypt::key_op(&q.name), &mut self.crypt) {
+                    (Some(Some(op)), Some(c)) => {
+                        tracing::info!(op = op.as_str(), from = %q.origin_name, "key command");
+                        c.apply(op, &q.payload)
+                    }
+                    (Some(Some(_)), None) => {
+                        Err("encryption is not enabled on this agent".to_string())
+                    }
+                    _ => Err(format!("unknown internal query {:?}", q.name)),
+                };
+                let answer = match answer {
+                    Ok(a) => a,
+                    Err(e) => format!("error: {e}"),
+                };
+                if let Err(e) = self.node.respond(q.origin, q.ltime, answer.as_bytes()) {
+                    tracing::warn!(error = %e, "key command answer not sent");
+                }
+            }
             QueryOutput::Incoming(q) => {
                 tracing::info!(query = %q.name, from = %q.origin_name, ltime = q.ltime, "query");
                 let (reply, rx) = gossip_handlers::QueryReply::new();
@@ -472,6 +615,13 @@ impl Driver {
             joined: self.node.is_joined(),
             members: counts,
             stats: self.node.stats(),
+            encryption: match &self.crypt {
+                Some(c) => c.stats(),
+                None => CryptStats {
+                    dropped_wrong_key: self.dropped_sealed,
+                    ..CryptStats::default()
+                },
+            },
         }
     }
 
@@ -546,9 +696,16 @@ impl Driver {
     }
 
     async fn flush(&mut self) {
+        for (to, data) in std::mem::take(&mut self.rebuffs) {
+            let _ = self.socket.send_to(&data, to).await;
+        }
         while let Some(out) = self.node.poll() {
             match out {
                 Output::Transmit { to, data } => {
+                    let data = match &mut self.crypt {
+                        Some(c) => c.seal(to, &data),
+                        None => data,
+                    };
                     if let Err(e) = self.socket.send_to(&data, to).await {
                         tracing::debug!(%to, error = %e, "send failed");
                     }

@@ -73,6 +73,33 @@ pub struct InfoResponse {
     pub members: BTreeMap<String, usize>,
     /// Traffic and drop counters.
     pub stats: Stats,
+    /// Encryption: keys held, packets it refused.
+    #[serde(default)]
+    pub encryption: crate::crypt::CryptStats,
+}
+
+/// `POST /v1/keys`: a key command for every live member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysRequest {
+    /// What to do.
+    pub op: crate::crypt::KeyOp,
+    /// The key (base64), for install, use and remove.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// Answer to [`KeysRequest`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeysResponse {
+    /// Live members asked.
+    pub members: usize,
+    /// Members whose answer was an error, with it; members that did not answer in time say
+    /// so.
+    pub errors: BTreeMap<String, String>,
+    /// For `list`: each key, with how many members hold it.
+    pub keys: BTreeMap<String, usize>,
+    /// For `list`: each member's primary key.
+    pub primary: BTreeMap<String, String>,
 }
 
 /// `POST /v1/join`.

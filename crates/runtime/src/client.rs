@@ -18,6 +18,7 @@ use crate::error::ClientError;
 pub struct Client {
     addr: SocketAddr,
     timeout: Duration,
+    token: Option<String>,
 }
 
 impl Client {
@@ -26,7 +27,14 @@ impl Client {
         Self {
             addr,
             timeout: Duration::from_secs(10),
+            token: None,
         }
+    }
+
+    /// The same client sending `Authorization: Bearer TOKEN` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// The same client with another overall time limit per request.
@@ -138,11 +146,15 @@ impl Client {
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         tokio::spawn(conn);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", self.addr.to_string())
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         sender

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gossip_core::crypt::Key;
 use gossip_core::{CoreConfig, Limits, Profile, ROLE_TAG, Tags, identity};
 use gossip_handlers::{DispatchConfig, HandlerSpec, WriterConfig};
 use serde::Deserialize;
@@ -32,6 +33,14 @@ pub struct FileConfig {
     pub advertise: Option<String>,
     /// Control API address.
     pub rpc_addr: Option<String>,
+    /// Control API bearer token (required when `rpc_addr` is not a loopback address).
+    pub rpc_token: Option<String>,
+    /// Gossip encryption key (base64 of 32 bytes).
+    pub encrypt: Option<String>,
+    /// Keyring file (a JSON array of base64 keys, the primary first: Serf's format).
+    pub keyring_file: Option<PathBuf>,
+    /// Member snapshot file.
+    pub snapshot: Option<PathBuf>,
     /// The `role` tag.
     pub role: Option<String>,
     /// Other tags.
@@ -96,6 +105,14 @@ pub struct Overrides {
     pub advertise: Option<String>,
     /// `--rpc-addr` / `GOSSIP_RPC_ADDR`.
     pub rpc_addr: Option<String>,
+    /// `--rpc-token` / `GOSSIP_RPC_TOKEN`.
+    pub rpc_token: Option<String>,
+    /// `--encrypt` / `GOSSIP_ENCRYPT`.
+    pub encrypt: Option<String>,
+    /// `--keyring-file` / `GOSSIP_KEYRING_FILE`.
+    pub keyring_file: Option<PathBuf>,
+    /// `--snapshot` / `GOSSIP_SNAPSHOT`.
+    pub snapshot: Option<PathBuf>,
     /// `--role` / `GOSSIP_ROLE`.
     pub role: Option<String>,
     /// `--tag K=V` / `GOSSIP_TAG`.
@@ -197,6 +214,12 @@ pub struct AgentConfig {
     pub advertise_port: Option<u16>,
     /// Control API address.
     pub rpc_addr: SocketAddr,
+    /// Control API bearer token: every request must carry it when set.
+    pub rpc_token: Option<String>,
+    /// Gossip encryption, when on.
+    pub keyring: Option<KeyringConfig>,
+    /// Member snapshot file, if kept.
+    pub snapshot: Option<PathBuf>,
     /// Tags, `role` included, as configured (before runtime changes).
     pub tags: Tags,
     /// Join targets.
@@ -265,6 +288,23 @@ impl AgentConfig {
             .unwrap_or_else(|| DEFAULT_RPC.to_string())
             .parse::<SocketAddr>()
             .map_err(|e| bad("rpc-addr", e))?;
+        let rpc_token = pick(&ov.rpc_token, &file.rpc_token).filter(|t| !t.is_empty());
+        if let Some(t) = &rpc_token {
+            check_token(t).map_err(|e| bad("rpc-token", e))?;
+        }
+        let keyring = KeyringConfig::resolve(
+            pick(&ov.encrypt, &file.encrypt).filter(|k| !k.is_empty()),
+            ov.keyring_file.clone().or(file.keyring_file.clone()),
+        )?;
+        if !rpc_addr.ip().is_loopback() && rpc_token.is_none() {
+            return Err(bad(
+                "rpc-addr",
+                format!(
+                    "{rpc_addr} is not a loopback address: set --rpc-token (GOSSIP_RPC_TOKEN) \
+                     to expose the control API beyond this host"
+                ),
+            ));
+        }
 
         let mut tags = file.tags.clone().unwrap_or_default();
         if let Some(r) = &file.role {
@@ -360,6 +400,9 @@ impl AgentConfig {
             advertise_ip,
             advertise_port,
             rpc_addr,
+            rpc_token,
+            keyring,
+            snapshot: ov.snapshot.clone().or(file.snapshot.clone()),
             tags,
             join,
             core,
@@ -372,6 +415,83 @@ impl AgentConfig {
             writers,
             overrides: ov,
         })
+    }
+}
+
+/// Gossip encryption: the keys to start with and the file that keeps them.
+#[derive(Debug, Clone)]
+pub struct KeyringConfig {
+    /// Keys, the primary first.
+    pub keys: Vec<Key>,
+    /// Where rotations are saved (and read from at start), if anywhere.
+    pub file: Option<PathBuf>,
+    /// `--encrypt` was given but the keyring file exists and does not hold that key: the
+    /// file won (it records rotations since); the agent warns at start.
+    pub encrypt_ignored: bool,
+}
+
+impl KeyringConfig {
+    /// From `--encrypt` and `--keyring-file`: an existing file gives the keys and `--encrypt`
+    /// is ignored (the file records the rotations since the key was first given, so the same
+    /// command line restarts the agent with the current keys); a missing file is created from
+    /// `--encrypt` when the agent starts.
+    pub fn resolve(
+        encrypt: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let encrypt = encrypt
+            .map(|k| Key::parse(&k).map_err(|e| bad("encrypt", e)))
+            .transpose()?;
+        let mut keys = Vec::new();
+        let mut encrypt_ignored = false;
+        if let Some(path) = &file
+            && path.exists()
+        {
+            keys = Self::load(path)?;
+            encrypt_ignored = encrypt.as_ref().is_some_and(|k| !keys.contains(k));
+        } else if let Some(k) = encrypt {
+            keys.push(k);
+        }
+        if keys.is_empty() {
+            return match file {
+                Some(p) => Err(bad(
+                    "keyring-file",
+                    format!(
+                        "{} does not exist; give --encrypt KEY to start it (gossip-agent keygen makes one)",
+                        p.display()
+                    ),
+                )),
+                None => Ok(None),
+            };
+        }
+        Ok(Some(Self {
+            keys,
+            file,
+            encrypt_ignored,
+        }))
+    }
+
+    /// Reads a keyring file: a JSON array of base64 keys, the primary first.
+    pub fn load(path: &Path) -> Result<Vec<Key>, ConfigError> {
+        let field = |m: String| bad("keyring-file", format!("{}: {m}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| field(e.to_string()))?;
+        let list: Vec<String> = serde_json::from_str(&text)
+            .map_err(|e| field(format!("not a JSON array of base64 keys ({e})")))?;
+        if list.is_empty() {
+            return Err(field("holds no key".into()));
+        }
+        list.iter()
+            .enumerate()
+            .map(|(i, k)| Key::parse(k).map_err(|e| field(format!("key #{}: {e}", i + 1))))
+            .collect()
+    }
+
+    /// Writes `keys` to `path` in the same format, atomically.
+    pub fn save(path: &Path, keys: &[Key]) -> std::io::Result<()> {
+        let list: Vec<String> = keys.iter().map(Key::to_base64).collect();
+        let mut text = serde_json::to_string_pretty(&list).map_err(std::io::Error::other)?;
+        text.push('\n');
+        gossip_handlers::writer::atomic_write_mode(path, text.as_bytes(), 0o600)
     }
 }
 
@@ -405,6 +525,21 @@ impl TagOverlay {
         t.retain(|k, _| !self.deleted.contains(k));
         t
     }
+}
+
+/// A control API token: 16 to 256 printable ASCII characters, no spaces (it travels in an
+/// HTTP header).
+pub fn check_token(t: &str) -> Result<(), String> {
+    if !(16..=256).contains(&t.len()) {
+        return Err(format!(
+            "must be 16 to 256 characters, not {} (try: gossip-agent keygen)",
+            t.len()
+        ));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces".into());
+    }
+    Ok(())
 }
 
 /// Parses `K=V`.
@@ -472,6 +607,23 @@ mod tests {
         o.event_size_max = Some(4096);
         let e = AgentConfig::resolve_with(FileConfig::default(), o).unwrap_err();
         assert!(e.to_string().contains("event-size-max"), "{e}");
+    }
+
+    #[test]
+    fn a_control_api_beyond_loopback_needs_a_token() {
+        let mut o = ov();
+        o.rpc_addr = Some("0.0.0.0:7373".into());
+        let e = AgentConfig::resolve_with(FileConfig::default(), o.clone()).unwrap_err();
+        assert!(e.to_string().contains("rpc-addr"), "{e}");
+        o.rpc_token = Some("short".into());
+        let e = AgentConfig::resolve_with(FileConfig::default(), o.clone()).unwrap_err();
+        assert!(e.to_string().contains("rpc-token"), "{e}");
+        o.rpc_token = Some("0123456789abcdef0123".into());
+        let c = AgentConfig::resolve_with(FileConfig::default(), o).unwrap();
+        assert_eq!(c.rpc_token.as_deref(), Some("0123456789abcdef0123"));
+        let file: FileConfig = toml::from_str("rpc_token = \"has a space in it!!\"\n").unwrap();
+        let e = AgentConfig::resolve_with(file, ov()).unwrap_err();
+        assert!(e.to_string().contains("rpc-token"), "{e}");
     }
 
     #[test]

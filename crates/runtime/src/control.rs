@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State as AxState;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Request, State as AxState};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,10 +15,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::Command;
 use crate::api::{
-    ErrorResponse, EventRequest, ForceLeaveRequest, JoinRequest, JoinResponse, MemberJson,
-    MembersResponse, QueryLine, QueryRequest, TagsRequest,
+    ErrorResponse, EventRequest, ForceLeaveRequest, JoinRequest, JoinResponse, KeysRequest,
+    KeysResponse, MemberJson, MembersResponse, QueryLine, QueryRequest, TagsRequest,
 };
 use crate::config::JoinTarget;
+use crate::crypt::KeyOp;
 use crate::resolve::Resolver;
 
 /// What the handlers share.
@@ -27,6 +29,40 @@ pub struct State {
     pub commands: mpsc::Sender<Command>,
     /// Resolver for `join` targets.
     pub resolver: Arc<Resolver>,
+    /// When set, every request must carry `Authorization: Bearer TOKEN`.
+    pub token: Option<Arc<str>>,
+}
+
+/// Refuses (401, logged with the peer's address) a request without the configured token.
+async fn authorize(
+    AxState(s): AxState<State>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &s.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_token(g.as_bytes(), token.as_bytes())) {
+            tracing::warn!(%peer, path = %req.uri().path(),
+                reason = if given.is_some() { "wrong token" } else { "no token" },
+                "control API request refused");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "this agent's control API needs its token (--rpc-token or GOSSIP_RPC_TOKEN)",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without stopping at the first difference, so the time taken does not tell how
+/// much of a guess was right.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves until `stop` turns true, then finishes the requests in flight.
@@ -44,13 +80,18 @@ pub async fn serve(
         .route("/v1/event", post(event))
         .route("/v1/force-leave", post(force_leave))
         .route("/v1/query", post(query))
+        .route("/v1/keys", post(keys))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    if let Err(e) = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
     {
         tracing::error!(error = %e, "control API stopped");
     }
@@ -201,6 +242,60 @@ async fn query(AxState(s): AxState<State>, Json(req): Json<QueryRequest>) -> Res
         .header("content-type", "application/x-ndjson")
         .body(axum::body::Body::from_stream(lines))
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A key command on every live member, answered once all answered or the deadline passed.
+async fn keys(AxState(s): AxState<State>, Json(req): Json<KeysRequest>) -> Response {
+    let list = req.op == KeyOp::List;
+    if !list {
+        match req.key.as_deref().map(gossip_core::crypt::Key::parse) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("invalid key: {e}")),
+            None => return error(StatusCode::BAD_REQUEST, "this command needs a key"),
+        }
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<QueryLine>();
+    match ask(&s, |reply| Command::Keys(req, tx, reply)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+        Err(r) => return r,
+    }
+    let mut out = KeysResponse::default();
+    let mut waiting = std::collections::BTreeSet::new();
+    while let Some(line) = rx.recv().await {
+        match line {
+            QueryLine::Started { targets, .. } => {
+                out.members = targets.len();
+                waiting.extend(targets);
+            }
+            QueryLine::Ack { .. } => {}
+            QueryLine::Response { from, payload } => {
+                waiting.remove(&from);
+                if let Some(e) = payload.strip_prefix("error: ") {
+                    out.errors.insert(from, e.to_string());
+                } else if list {
+                    match serde_json::from_str::<Vec<String>>(&payload) {
+                        Ok(keys) => {
+                            if let Some(p) = keys.first() {
+                                out.primary.insert(from, p.clone());
+                            }
+                            for k in keys {
+                                *out.keys.entry(k).or_insert(0) += 1;
+                            }
+                        }
+                        Err(_) => {
+                            out.errors.insert(from, "unreadable key list".into());
+                        }
+                    }
+                }
+            }
+            QueryLine::Done => break,
+        }
+    }
+    for m in waiting {
+        out.errors.insert(m, "no answer before the deadline".into());
+    }
+    Json(out).into_response()
 }
 
 async fn leave(AxState(s): AxState<State>) -> Response {

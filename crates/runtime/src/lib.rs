@@ -4,7 +4,9 @@
 //! - [`agent`]: the tokio driver (socket, timers, signals, join retries, leave).
 //! - [`control`] and [`client`]: the local control API and the CLI's client of it.
 //! - [`api`]: the API's JSON bodies, Serf-shaped member output and member filters.
+//! - [`crypt`]: gossip encryption: sealing, opening, the keyring file, key commands.
 //! - [`resolve`]: join target resolution through hickory-resolver.
+//! - [`snapshot`]: the member snapshot a restarted agent rejoins through.
 //! - [`supervise`]: running the node's service as a child (readiness, drain, stop).
 //! - [`error`]: typed errors with their exit codes.
 
@@ -13,8 +15,10 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod crypt;
 pub mod error;
 pub mod resolve;
+pub mod snapshot;
 pub mod supervise;
 
 pub use config::{AgentConfig, Overrides};

@@ -203,6 +203,11 @@ impl FileTarget {
 /// the new one, never a mix. The file is made world-readable (a server may read it after
 /// dropping privileges).
 pub fn atomic_write(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    atomic_write_mode(path, content, 0o644)
+}
+
+/// [`atomic_write`] with the file mode `mode` (0o600 for secrets such as a keyring).
+pub fn atomic_write_mode(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
@@ -219,7 +224,7 @@ pub fn atomic_write(path: &Path, content: &[u8]) -> std::io::Result<()> {
         .tempfile_in(dir)?;
     tmp.write_all(content)?;
     tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()?;
@@ -267,6 +272,14 @@ impl Writer {
     /// A short name for logs.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What a file writer would write for `s` (None for hipache, which writes to redis).
+    pub fn render(&self, s: &Snapshot) -> Option<Result<Vec<u8>, WriterError>> {
+        match &self.engine {
+            Engine::File { render, .. } => Some(render(s)),
+            Engine::Hipache(_) => None,
+        }
     }
 
     /// Runs until the snapshot sender is dropped: applies the current snapshot at once, then

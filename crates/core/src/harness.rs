@@ -1,0 +1,45 @@
+//! Entry points for the fuzzers (`fuzz/`) and for the regression tests that replay what they
+//! found: each takes arbitrary bytes, must never panic, and returns what the node made of
+//! them so that callers can check it further.
+
+use std::net::SocketAddr;
+
+use crate::crypt::{Key, Keyring, NONCE_LEN};
+use crate::{CoreConfig, Node, Output, Tags};
+
+/// The peer every fuzzed datagram comes from.
+pub const PEER: &str = "10.0.0.2:7946";
+
+/// A fresh node fed `data` as one datagram from [`PEER`]; every output it produced.
+pub fn packet(data: &[u8]) -> Vec<Output> {
+    let mut tags = Tags::new();
+    tags.insert("role".into(), "fuzz".into());
+    let Ok(mut node) = Node::new(
+        "fuzz",
+        "10.0.0.1:7946".parse().expect("literal address"),
+        1,
+        tags,
+        CoreConfig::default(),
+        7,
+    ) else {
+        unreachable!("a valid identity")
+    };
+    let from: SocketAddr = PEER.parse().expect("literal address");
+    let _ = node.handle_packet(from, data);
+    std::iter::from_fn(|| node.poll()).collect()
+}
+
+/// The encrypted path. With a first byte of 0 the rest is a plain packet, sealed and opened
+/// again (so the fuzzer reaches the decoder behind decryption); otherwise the bytes are
+/// opened as they are, which must fail cleanly unless they were sealed under the key.
+pub fn sealed(data: &[u8]) -> Vec<Output> {
+    let ring = Keyring::new([Key::from_bytes([42; 32])]).expect("one key");
+    let datagram = match data.split_first() {
+        Some((0, plain)) => ring.seal(None, [1; NONCE_LEN], plain),
+        _ => data.to_vec(),
+    };
+    match ring.open(&datagram) {
+        Ok((plain, _)) => packet(&plain),
+        Err(_) => Vec::new(),
+    }
+}

@@ -1,0 +1,288 @@
+//! The agent's side of gossip encryption: every outgoing datagram sealed and every incoming
+//! one opened with the keyring ([`gossip_core::crypt`]), nonces drawn from a generator seeded
+//! by the operating system, the keyring file kept in step with rotations, and the key
+//! commands that travel to every member as internal queries (`keys --install/--use/--remove/
+//! --list`, as Serf's).
+//!
+//! A packet that does not open (no key fits, not encrypted, unknown format) is dropped and
+//! counted, and the agent says why in its log, at most every few seconds per reason: a node
+//! started with the wrong key sees at once that nobody answers because of the key.
+//!
+//! A member that restarts holding only an older key still in the ring (it missed a rotation
+//! while down, serf#579) is answered under the key it used, so it can rejoin; it moves to the
+//! primary key as soon as a `keys --install` reaches it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use gossip_core::crypt::{self, Key, Keyring, NONCE_LEN, OpenError};
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::KeyringConfig;
+
+/// Query names starting with this are the agent's own and never reach handlers; users may
+/// not send events or queries under it.
+pub const RESERVED_PREFIX: &str = "_ga-";
+/// The key commands' query names: this followed by `install`, `use`, `remove` or `list`.
+pub const KEYS_QUERY: &str = "_ga-keys:";
+
+/// How often one kind of drop is logged at warn level.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Counters of packets encryption refused.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CryptStats {
+    /// Keys in the ring (0: encryption off).
+    pub keys: usize,
+    /// Dropped: not encrypted, while this agent requires it.
+    pub dropped_unencrypted: u64,
+    /// Dropped: encrypted, and no key in the ring (or no ring at all) opens it.
+    pub dropped_wrong_key: u64,
+    /// Dropped: an encrypted format this agent does not know, or truncated.
+    pub dropped_bad_format: u64,
+}
+
+/// A key command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyOp {
+    /// Add a key to every ring.
+    Install,
+    /// Make an installed key the primary one everywhere.
+    Use,
+    /// Remove a key (not the primary) everywhere.
+    Remove,
+    /// Report every member's keys.
+    List,
+}
+
+impl KeyOp {
+    /// Its name in the query name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Install => "install",
+            Self::Use => "use",
+            Self::Remove => "remove",
+            Self::List => "list",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Install, Self::Use, Self::Remove, Self::List]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// Rate-limited warnings, one clock per reason.
+#[derive(Debug, Default)]
+pub struct Warnings {
+    last: BTreeMap<&'static str, Instant>,
+}
+
+impl Warnings {
+    /// Logs `msg` at warn level unless `reason` was logged in the last few seconds (then at
+    /// debug level).
+    pub fn warn(&mut self, reason: &'static str, from: SocketAddr, msg: &str) {
+        let now = Instant::now();
+        let due = self
+            .last
+            .get(reason)
+            .is_none_or(|t| now.duration_since(*t) >= WARN_EVERY);
+        if due {
+            self.last.insert(reason, now);
+            tracing::warn!(%from, reason, "{msg}");
+        } else {
+            tracing::debug!(%from, reason, "{msg}");
+        }
+    }
+}
+
+/// Encryption state of a running agent.
+pub struct Crypt {
+    ring: Keyring,
+    file: Option<PathBuf>,
+    rng: StdRng,
+    /// Peers whose last packet opened under a key other than our primary one.
+    peer_keys: BTreeMap<SocketAddr, Key>,
+    stats: CryptStats,
+    /// Senders lately answered with a sealed empty datagram (see [`Crypt::open`]).
+    rebuffed: BTreeMap<SocketAddr, Instant>,
+}
+
+/// What [`Crypt::open`] made of a datagram.
+#[derive(Debug)]
+pub enum Opened {
+    /// The plain packet.
+    Plain(Vec<u8>),
+    /// Dropped (counted and logged).
+    Dropped,
+    /// Dropped, and this sealed empty datagram should go back to the sender.
+    Rebuff(Vec<u8>),
+}
+
+impl Crypt {
+    /// Builds the ring; writes the keyring file when there is one (creating it from
+    /// `--encrypt` the first time).
+    pub fn start(cfg: &KeyringConfig) -> Result<Self, std::io::Error> {
+        let ring = Keyring::new(cfg.keys.iter().cloned()).map_err(std::io::Error::other)?;
+        let c = Self {
+            ring,
+            file: cfg.file.clone(),
+            rng: rand::make_rng(),
+            peer_keys: BTreeMap::new(),
+            stats: CryptStats::default(),
+            rebuffed: BTreeMap::new(),
+        };
+        c.save()?;
+        Ok(c)
+    }
+
+    fn save(&self) -> std::io::Result<()> {
+        match &self.file {
+            Some(p) => KeyringConfig::save(p, &self.ring.keys().cloned().collect::<Vec<_>>()),
+            None => Ok(()),
+        }
+    }
+
+    /// Counters, with the number of keys.
+    pub fn stats(&self) -> CryptStats {
+        CryptStats {
+            keys: self.ring.keys().count(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Seals a datagram for `to`.
+    pub fn seal(&mut self, to: SocketAddr, plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill_bytes(&mut nonce);
+        self.ring.seal(self.peer_keys.get(&to), nonce, plain)
+    }
+
+    /// Opens a datagram from `from`. What does not open is counted and logged; a sender
+    /// with another key or none at all is also answered, at most once in 10 s, with a sealed
+    /// empty datagram (43 bytes; only for datagrams of 16 bytes or more, so a forged sender
+    /// gains little by it), so that it too can say in its log why nobody lets it in.
+    pub fn open(&mut self, from: SocketAddr, packet: &[u8], warnings: &mut Warnings) -> Opened {
+        match self.ring.open(packet) {
+            Ok((plain, 0)) => {
+                self.peer_keys.remove(&from);
+                Opened::Plain(plain)
+            }
+            Ok((plain, i)) => {
+                if let Some(k) = self.ring.keys().nth(i) {
+                    self.peer_keys.insert(from, k.clone());
+                }
+                Opened::Plain(plain)
+            }
+            Err(OpenError::Plain) => {
+                self.stats.dropped_unencrypted += 1;
+                warnings.warn(
+                    "unencrypted",
+                    from,
+                    "dropped an unencrypted packet: this agent requires encryption (is the \
+                     sender running without --encrypt?)",
+                );
+                self.rebuff(from, packet.len())
+            }
+            Err(OpenError::NoKey) => {
+                self.stats.dropped_wrong_key += 1;
+                warnings.warn(
+                    "wrong key",
+                    from,
+                    "dropped a packet no key in our keyring opens: the sender uses another \
+                     key (or it was altered on the way)",
+                );
+                self.rebuff(from, packet.len())
+            }
+            Err(e @ (OpenError::Short | OpenError::Version(_))) => {
+                self.stats.dropped_bad_format += 1;
+                warnings.warn(
+                    "bad format",
+                    from,
+                    &format!("dropped an encrypted packet: {e}"),
+                );
+                Opened::Dropped
+            }
+        }
+    }
+
+    fn rebuff(&mut self, to: SocketAddr, their_len: usize) -> Opened {
+        let now = Instant::now();
+        if their_len < 16
+            || self
+                .rebuffed
+                .get(&to)
+                .is_some_and(|t| now.duration_since(*t) < WARN_EVERY)
+        {
+            return Opened::Dropped;
+        }
+        if self.rebuffed.len() >= 4096 {
+            self.rebuffed
+                .retain(|_, t| now.duration_since(*t) < WARN_EVERY);
+        }
+        self.rebuffed.insert(to, now);
+        Opened::Rebuff(self.seal(to, &[]))
+    }
+
+    /// Applies a key command from the query `name` (see [`KEYS_QUERY`]) with `payload`;
+    /// returns the answer for the asking node.
+    pub fn apply(&mut self, op: KeyOp, payload: &[u8]) -> Result<String, String> {
+        if op == KeyOp::List {
+            let keys: Vec<String> = self.ring.keys().map(Key::to_base64).collect();
+            return serde_json::to_string(&keys).map_err(|e| e.to_string());
+        }
+        let text = std::str::from_utf8(payload).map_err(|_| "the key is not text".to_string())?;
+        let key = Key::parse(text).map_err(|e| e.to_string())?;
+        let changed = match op {
+            KeyOp::Install => self.ring.install(key),
+            KeyOp::Use => self.ring.use_key(&key).map_err(|e| e.to_string())?,
+            KeyOp::Remove => {
+                let removed = self.ring.remove(&key).map_err(|e| e.to_string())?;
+                self.peer_keys.retain(|_, k| *k != key);
+                removed
+            }
+            KeyOp::List => unreachable!("answered above"),
+        };
+        if changed {
+            tracing::info!(
+                op = op.as_str(),
+                keys = self.ring.keys().count(),
+                "keyring changed"
+            );
+            if let Err(e) = self.save() {
+                tracing::error!(error = %e, "keyring file not saved; the change holds until restart");
+                return Err(format!("applied, but the keyring file was not saved: {e}"));
+            }
+        }
+        Ok(if changed { "ok" } else { "ok (no change)" }.into())
+    }
+}
+
+/// The key command a query name asks for, if it is one.
+pub fn key_op(query_name: &str) -> Option<Option<KeyOp>> {
+    query_name.strip_prefix(KEYS_QUERY).map(KeyOp::parse)
+}
+
+/// True when `packet` is encrypted (for an agent without keys, to say why it drops it).
+pub fn is_sealed(packet: &[u8]) -> bool {
+    crypt::is_sealed(packet)
+}
+
+/// Checks that `text` is a key (base64 of 32 bytes).
+pub fn check_key(text: &str) -> Result<(), String> {
+    Key::parse(text).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// A new random key, as `gossip-agent keygen` prints it.
+pub fn keygen() -> String {
+    let mut rng: StdRng = rand::make_rng();
+    let mut bytes = [0u8; crypt::KEY_LEN];
+    rng.fill_bytes(&mut bytes);
+    Key::from_bytes(bytes).to_base64()
+}
