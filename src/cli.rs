@@ -109,6 +109,10 @@ pub struct AgentArgs {
     /// when the --join targets are gone
     #[arg(long, env = "GOSSIP_SNAPSHOT", value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
+    /// How long failed and left members stay listed before they are reaped (a reaped
+    /// failed member is still tried for as long again) [default: 86400]
+    #[arg(long, env = "GOSSIP_REAP_AFTER", value_name = "SECS")]
+    pub reap_after: Option<u64>,
     /// This node's role (the tag role=ROLE)
     #[arg(long, env = "GOSSIP_ROLE", value_name = "ROLE")]
     pub role: Option<String>,

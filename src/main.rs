@@ -106,6 +106,7 @@ fn run_agent(runtime: &tokio::runtime::Runtime, a: cli::AgentArgs) -> ExitCode {
         encrypt: a.encrypt,
         keyring_file: a.keyring_file,
         snapshot: a.snapshot,
+        reap_after_secs: a.reap_after,
         role: a.role,
         tags,
         join: a.join,

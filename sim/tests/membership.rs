@@ -275,6 +275,39 @@ fn a_partition_longer_than_the_failure_and_reap_timeouts_heals_within_ten_second
     }
 }
 
+/// A tag change while cut off (a health check turning critical because its backend is
+/// unreachable, as in the Docker partition test) must not stop failure detection: foca waits
+/// for a message to the new identity before probing again, which never comes.
+#[test]
+fn a_node_cut_off_that_changes_its_tags_still_detects_the_others_failed() {
+    for seed in [71u64, 72] {
+        let mut sim = cluster(seed, 4);
+        sim.partition(&[0, 0, 0, 1], false);
+        sim.run_for(1500 * MS);
+        let mut tags = role("appserver");
+        tags.insert("health".into(), "critical".into());
+        sim.set_tags(3, tags);
+        let detected = sim.run_until_true(100 * MS, 60 * S, |s| {
+            s.node(3)
+                .unwrap()
+                .members()
+                .iter()
+                .filter(|m| m.name() != "node3")
+                .all(|m| m.status == Status::Failed)
+        });
+        assert!(
+            detected.is_some(),
+            "seed {seed}: node3 still lists {:?}",
+            sim.node(3)
+                .unwrap()
+                .members()
+                .iter()
+                .map(|m| (m.name().to_string(), m.status))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
 #[test]
 fn user_events_reach_every_member_once_under_loss_and_duplication() {
     for seed in [21u64, 22, 23] {

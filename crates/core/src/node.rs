@@ -394,9 +394,17 @@ impl Node {
         self.foca
             .change_identity(new.clone(), &mut self.rt)
             .map_err(|e| CommandError::Protocol(e.to_string()))?;
+        // An identity change leaves foca disconnected, its probe and suspicion timers void,
+        // until a message addressed to the new identity arrives. A node that nobody answers
+        // (cut off, or alone with dead members) would never detect a failure again: an
+        // empty update makes foca count its members and start probing now (a suspect that
+        // fails its next probe gets a fresh suspicion timer).
+        self.foca
+            .apply_many(std::iter::empty(), false, &mut self.rt)
+            .map_err(|e| CommandError::Protocol(e.to_string()))?;
         self.drain_foca();
-        // A member that hears from the new identity answers it, which reconnects foca (an
-        // identity change leaves it waiting for the first message addressed to the new one).
+        // A member that hears from the new identity answers it, which spreads the new
+        // identity at once.
         if let Some(peer) = self.random_live_member() {
             let _ = self.foca.announce(peer, &mut self.rt);
         }

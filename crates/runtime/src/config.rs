@@ -113,6 +113,8 @@ pub struct Overrides {
     pub keyring_file: Option<PathBuf>,
     /// `--snapshot` / `GOSSIP_SNAPSHOT`.
     pub snapshot: Option<PathBuf>,
+    /// `--reap-after` / `GOSSIP_REAP_AFTER` in seconds.
+    pub reap_after_secs: Option<u64>,
     /// `--role` / `GOSSIP_ROLE`.
     pub role: Option<String>,
     /// `--tag K=V` / `GOSSIP_TAG`.
@@ -343,9 +345,9 @@ impl AgentConfig {
             }
             core.limits.event_bytes_max = n;
         }
-        if let Some(s) = file.reap_after_secs {
+        if let Some(s) = ov.reap_after_secs.or(file.reap_after_secs) {
             if s == 0 {
-                return Err(bad("reap_after_secs", "must be at least 1"));
+                return Err(bad("reap-after", "must be at least 1"));
             }
             core.reap_after = Duration::from_secs(s);
         }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, ListContainersOptions, ListNetworksOptions,
@@ -66,6 +67,10 @@ pub struct Demo {
     pub run: String,
     /// The images it runs.
     pub variant: Variant,
+    /// Extra environment for every container (`K=V`).
+    pub env: Vec<String>,
+    /// The network's subnet, when fixed (needed to reconnect a container at its address).
+    pub subnet: Option<String>,
 }
 
 impl Demo {
@@ -79,7 +84,56 @@ impl Demo {
             docker,
             run: run.to_string(),
             variant: Variant::Agent,
+            env: Vec::new(),
+            subnet: None,
         })
+    }
+
+    /// The same deployment with `K=V` in every container's environment.
+    pub fn with_env(mut self, env: &[&str]) -> Self {
+        self.env = env.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// The same deployment on a network with this subnet (CIDR).
+    pub fn with_subnet(mut self, subnet: &str) -> Self {
+        self.subnet = Some(subnet.to_string());
+        self
+    }
+
+    /// `docker network disconnect`: the container loses its interface on the network.
+    pub async fn disconnect(&self, host: &str) -> Result<()> {
+        self.docker
+            .disconnect_network(
+                &self.network(),
+                NetworkDisconnectRequest {
+                    container: Some(self.container(host)),
+                    force: Some(true),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `docker network connect --ip IP`: the container is back, at the address it had.
+    pub async fn reconnect(&self, host: &str, ip: Ipv4Addr) -> Result<()> {
+        self.docker
+            .connect_network(
+                &self.network(),
+                NetworkConnectRequest {
+                    container: Some(self.container(host)),
+                    endpoint_config: Some(EndpointSettings {
+                        aliases: Some(vec![host.to_string()]),
+                        ipam_config: Some(EndpointIpamConfig {
+                            ipv4_address: Some(ip.to_string()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                },
+            )
+            .await?;
+        Ok(())
     }
 
     /// The same deployment run with `variant`'s images.
@@ -143,6 +197,13 @@ impl Demo {
                 name,
                 driver: Some("bridge".into()),
                 labels: Some(self.label()),
+                ipam: self.subnet.as_ref().map(|s| Ipam {
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(s.clone()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
                 ..Default::default()
             })
             .await?;
@@ -170,6 +231,7 @@ impl Demo {
         };
         let body = ContainerCreateBody {
             image: Some(image),
+            env: (!self.env.is_empty()).then(|| self.env.clone()),
             hostname: Some(host.into()),
             labels: Some(labels),
             stop_timeout: Some(STOP_TIMEOUT_SECS as i64),
