@@ -7,6 +7,13 @@
 //! cargo run --release -p gossip-bench -- upstream --nodes 10,50 --reps 5
 //! ```
 //!
+//! `soak`: 100 agents under 10 tag changes and 1 user event a second for 5 minutes (module
+//! `soak`): lost or duplicated events, false failures, memory growth.
+//!
+//! ```text
+//! cargo run --release -p gossip-bench -- soak --nodes 100 --secs 300
+//! ```
+//!
 //! `compare`: our agent and Debian's Serf side by side (module `compare`), writing
 //! `BENCHMARKS.md`:
 //!
@@ -15,6 +22,7 @@
 //! ```
 
 mod compare;
+mod soak;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -43,6 +51,24 @@ enum Cmd {
         /// Poll interval of the upstream files, in ms.
         #[arg(long, default_value_t = 2)]
         poll_ms: u64,
+        /// The agent binary (default: build target/release/gossip-agent).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+    },
+    /// Agents under steady tag changes and user events: losses, false failures, memory.
+    Soak {
+        /// Agents.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 300)]
+        secs: u64,
+        /// Tag changes per second.
+        #[arg(long, default_value_t = 10)]
+        tag_rate: u32,
+        /// User events per second.
+        #[arg(long, default_value_t = 1)]
+        event_rate: u32,
         /// The agent binary (default: build target/release/gossip-agent).
         #[arg(long)]
         agent_bin: Option<PathBuf>,
@@ -80,6 +106,25 @@ fn main() {
         } => {
             let bin = agent_bin.unwrap_or_else(build_agent);
             upstream(&bin, &nodes, reps, Duration::from_millis(poll_ms));
+        }
+        Cmd::Soak {
+            nodes,
+            secs,
+            tag_rate,
+            event_rate,
+            agent_bin,
+        } => {
+            if !(2..=1000).contains(&nodes) || secs == 0 || tag_rate > 1000 || event_rate > 100 {
+                eprintln!("error: invalid --nodes/--secs/--tag-rate/--event-rate");
+                std::process::exit(2);
+            }
+            soak::soak(&soak::Opts {
+                nodes,
+                secs,
+                tag_rate,
+                event_rate,
+                bin: agent_bin.unwrap_or_else(build_agent),
+            });
         }
         Cmd::Compare {
             nodes,

@@ -43,3 +43,42 @@ pub fn sealed(data: &[u8]) -> Vec<Output> {
         Err(_) => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A join from the peer, as it would send it.
+    fn join_packet() -> Vec<u8> {
+        let mut peer = Node::new(
+            "peer",
+            PEER.parse().unwrap(),
+            1,
+            Tags::new(),
+            CoreConfig::default(),
+            3,
+        )
+        .unwrap();
+        peer.join(&["10.0.0.1:7946".parse().unwrap()]).unwrap();
+        std::iter::from_fn(|| peer.poll())
+            .find_map(|o| match o {
+                Output::Transmit { data, .. } => Some(data),
+                _ => None,
+            })
+            .expect("a join packet")
+    }
+
+    #[test]
+    fn the_sealed_path_reaches_the_decoder_like_the_plain_one() {
+        let p = join_packet();
+        let plain = packet(&p);
+        assert!(
+            plain.iter().any(|o| matches!(o, Output::Event(_))),
+            "{plain:?}"
+        );
+        let mut sealed_input = vec![0u8];
+        sealed_input.extend(&p);
+        assert_eq!(sealed(&sealed_input), plain);
+        assert!(sealed(&p).is_empty());
+    }
+}
