@@ -550,19 +550,33 @@ impl Sim {
     /// True when every running node lists every other running node alive with its current
     /// tags.
     pub fn converged(&self) -> bool {
-        let truth: HashMap<gossip_core::identity::NameKey, u64> = self
+        let up = self.slots.iter().filter(|s| s.node.is_some()).count();
+        // A cheap necessary condition first (one count per node: a node that counts fewer
+        // live members than are up cannot list them all alive), so that polling while the
+        // cluster is still forming costs O(N), not O(N^2).
+        if self
+            .slots
+            .iter()
+            .filter_map(|s| s.node.as_ref())
+            .any(|n| n.live_members() < up)
+        {
+            return false;
+        }
+        let truth: HashMap<gossip_core::identity::NameKey, &gossip_core::NodeId> = self
             .slots
             .iter()
             .filter_map(|s| {
                 let id = s.node.as_ref()?.identity();
-                Some((id.key(), id.version()))
+                Some((id.key(), id))
             })
             .collect();
         self.slots.iter().filter_map(|s| s.node.as_ref()).all(|n| {
             let mut alive = 0;
             for (id, status) in n.member_states() {
                 if status == Status::Alive {
-                    if truth.get(&id.key()) != Some(&id.version()) {
+                    // Identity equality: name key and content fingerprint, so the current
+                    // version and tags, without reading the identity's content.
+                    if truth.get(&id.key()) != Some(&id) {
                         return false;
                     }
                     alive += 1;

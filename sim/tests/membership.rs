@@ -461,3 +461,66 @@ fn a_query_reaches_its_targets_once_and_their_answers_come_back() {
         }
     }
 }
+
+/// `n` nodes that all start within `window`, each joining through one of three seeds: joiners
+/// that do not know of each other when they announce themselves.
+fn storm(params: Params, n: usize, window: Duration) -> Sim {
+    let mut sim = Sim::new(params);
+    for i in 0..n {
+        let ix = sim.add_node(&format!("node{i}"), role("appserver"));
+        if ix > 0 {
+            // The seeds join node 0, the others one of the seeds.
+            sim.join(ix, if ix < 3 { 0 } else { ix % 3 });
+        }
+        sim.run_for(window / n as u32);
+    }
+    sim
+}
+
+#[test]
+fn a_join_storm_converges_within_seconds() {
+    for seed in [21, 22, 23] {
+        // 300 nodes in half a second: each joiner tells every member it knows directly, and
+        // the digest exchange a second after its join's answer brings it those that joined
+        // alongside it.
+        let mut sim = storm(Params::new(seed), 300, 500 * MS);
+        let took = sim.run_until_true(50 * MS, 30 * S, Sim::converged);
+        let took = took.unwrap_or_else(|| {
+            panic!(
+                "seed {seed}: no convergence in 30 s: {:?}",
+                sim.disagreements(5)
+            )
+        });
+        assert!(took < 3 * S, "seed {seed}: converged after {took:?}");
+    }
+}
+
+#[test]
+fn beyond_the_notice_fanout_changes_spread_by_gossip() {
+    for seed in [31, 32] {
+        // Direct notices to 8 members only: the rest learn by the receivers' gossip.
+        let mut params = Params::new(seed);
+        params.config.notice_fanout = 8;
+        let mut sim = storm(params, 60, 2 * S);
+        sim.run_until_true(50 * MS, 60 * S, Sim::converged)
+            .unwrap_or_else(|| panic!("seed {seed}: no convergence: {:?}", sim.disagreements(5)));
+        let mut tags = role("frontserver");
+        tags.insert("v".into(), "2".into());
+        sim.set_tags(5, tags);
+        let v = sim.version(5);
+        sim.run_until_true(10 * MS, 10 * S, |s| {
+            s.up()
+                .iter()
+                .all(|&ix| ix == 5 || s.view(ix, "node5").is_some_and(|m| m.id.version() == v))
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: the tag change did not reach all"));
+        sim.leave(9);
+        sim.run_until_true(10 * MS, 10 * S, |s| s.all_see("node9", Status::Left))
+            .unwrap_or_else(|| panic!("seed {seed}: the leave did not reach all"));
+        sim.stop(9);
+        sim.crash(11);
+        sim.run_until_true(100 * MS, 30 * S, |s| s.all_see("node11", Status::Failed))
+            .unwrap_or_else(|| panic!("seed {seed}: the failure did not reach all"));
+        assert_eq!(sim.false_failures, 0, "seed {seed}");
+    }
+}

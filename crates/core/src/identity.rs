@@ -148,6 +148,93 @@ impl Fnv {
     }
 }
 
+impl fmt::Write for Fnv {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.write(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// FNV-1a over an identity's content, in its encoding order. The address is hashed in its
+/// text form, written straight into the hash (no allocation).
+fn fingerprint<'a>(
+    name: &str,
+    addr: SocketAddr,
+    version: u64,
+    leaving: bool,
+    tags: impl Iterator<Item = (&'a str, &'a str)>,
+) -> u64 {
+    use fmt::Write as _;
+    let mut h = Fnv::new();
+    h.write(name.as_bytes());
+    // Writing into the hash cannot fail.
+    let _ = write!(h, "{addr}");
+    h.write(&version.to_le_bytes());
+    h.write(&[u8::from(leaving)]);
+    for (k, v) in tags {
+        h.write(&(k.len() as u64).to_le_bytes());
+        h.write(k.as_bytes());
+        h.write(&(v.len() as u64).to_le_bytes());
+        h.write(v.as_bytes());
+    }
+    h.0
+}
+
+/// An identity as it lies in a received packet, borrowed from the packet's bytes: enough to
+/// find the copy a node already holds (name key and fingerprint) without building a new one.
+/// Decoding a known identity this way allocates only the small list of tag pairs; the
+/// owned identity ([`IdRef::to_owned`]) is built only for identities not held yet.
+///
+/// Its encoding is [`NodeId`]'s: postcard writes a map as a length and then the pairs, as it
+/// writes a sequence of pairs.
+#[derive(Debug, Deserialize)]
+pub(crate) struct IdRef<'a> {
+    #[serde(borrow)]
+    name: &'a str,
+    addr: SocketAddr,
+    version: u64,
+    leaving: bool,
+    #[serde(borrow)]
+    tags: Vec<(&'a str, &'a str)>,
+}
+
+impl IdRef<'_> {
+    /// The key of the name.
+    pub(crate) fn key(&self) -> NameKey {
+        NameKey::of(self.name)
+    }
+
+    /// The content fingerprint, as [`NodeId`] computes it. Tags are hashed in the order they
+    /// came: a sender's tags in another order than their sorted one (only a hostile or broken
+    /// sender writes that) hash differently, so such an identity is never taken for a stored
+    /// one; it is decoded in full instead.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        fingerprint(
+            self.name,
+            self.addr,
+            self.version,
+            self.leaving,
+            self.tags.iter().copied(),
+        )
+    }
+
+    /// The owned identity, exactly as decoding a [`NodeId`] from the same bytes gives it
+    /// (tags into a map: for a repeated key the last value wins). Not validated.
+    pub(crate) fn to_owned(&self) -> NodeId {
+        NodeId::from_inner(IdInner {
+            name: self.name.into(),
+            addr: self.addr,
+            version: self.version,
+            leaving: self.leaving,
+            tags: self
+                .tags
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        })
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct IdInner {
     name: Arc<str>,
@@ -178,22 +265,22 @@ impl NodeId {
     }
 
     fn from_inner(inner: IdInner) -> Self {
-        let mut h = Fnv::new();
-        h.write(inner.name.as_bytes());
-        h.write(inner.addr.to_string().as_bytes());
-        h.write(&inner.version.to_le_bytes());
-        h.write(&[u8::from(inner.leaving)]);
-        for (k, v) in &inner.tags {
-            h.write(&(k.len() as u64).to_le_bytes());
-            h.write(k.as_bytes());
-            h.write(&(v.len() as u64).to_le_bytes());
-            h.write(v.as_bytes());
-        }
         Self {
             key: NameKey::of(&inner.name),
-            fingerprint: h.0,
+            fingerprint: fingerprint(
+                &inner.name,
+                inner.addr,
+                inner.version,
+                inner.leaving,
+                inner.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ),
             inner: Arc::new(inner),
         }
+    }
+
+    /// The content fingerprint (see [`IdRef::fingerprint`]).
+    pub(crate) fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// The key of the name (what foca groups identities by).
@@ -285,15 +372,12 @@ impl NodeId {
 }
 
 impl PartialEq for NodeId {
-    /// Same name key and same content fingerprint: the same identity (a 64-bit fingerprint
-    /// collision between two versions of one member's identity is the only way to be wrong).
+    /// Same name key and same content fingerprint: the same identity. Both are inline, so
+    /// comparing never touches the shared content (foca compares identities in its member
+    /// scans). Two versions of one member's identity with one 64-bit fingerprint are the
+    /// only way to be wrong: about 1 in 10^19 per pair.
     fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-            && self.fingerprint == other.fingerprint
-            && (Arc::ptr_eq(&self.inner, &other.inner)
-                || (self.inner.version == other.inner.version
-                    && self.inner.leaving == other.inner.leaving
-                    && self.inner.addr == other.inner.addr))
+        self.key == other.key && self.fingerprint == other.fingerprint
     }
 }
 
@@ -379,6 +463,34 @@ mod tests {
         assert_eq!(gone.renew(), None, "a leaving identity never rejoins");
         let restarted = id("a", 1000);
         assert!(restarted.win_addr_conflict(&gone));
+    }
+
+    #[test]
+    fn a_borrowed_decode_names_the_same_identity() {
+        let l = Limits::default();
+        let tags = Tags::from([("role".into(), "app".into()), ("zone".into(), "eu".into())]);
+        let id = NodeId::new("web1", "10.0.0.4:7946".parse().unwrap(), 7, tags, &l).unwrap();
+        let bytes = postcard::to_stdvec(&id).unwrap();
+        let r: IdRef<'_> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!((r.key(), r.fingerprint()), (id.key(), id.fingerprint()));
+        let owned = r.to_owned();
+        assert_eq!(owned, id);
+        assert_eq!(owned.tags(), id.tags());
+        assert_eq!(owned.addr(), id.addr());
+
+        // The same content with its tags out of order (only a broken or hostile sender
+        // writes that) is not taken for the stored identity; built in full it is the same.
+        let unsorted = postcard::to_stdvec(&(
+            "web1",
+            id.addr(),
+            7u64,
+            false,
+            vec![("zone", "eu"), ("role", "app")],
+        ))
+        .unwrap();
+        let r: IdRef<'_> = postcard::from_bytes(&unsorted).unwrap();
+        assert_ne!(r.fingerprint(), id.fingerprint());
+        assert_eq!(r.to_owned(), id);
     }
 
     #[test]

@@ -408,7 +408,7 @@ impl Node {
         if let Some(peer) = self.random_live_member() {
             let _ = self.foca.announce(peer, &mut self.rt);
         }
-        self.send_notice(Member::alive(new.clone()), false);
+        self.send_notice(Member::alive(new.clone()));
         self.announced = Some(new.clone());
         self.emit(EventKind::Update, new, Status::Alive);
         self.drain_foca();
@@ -604,9 +604,9 @@ impl Node {
             return Ok(false);
         }
         let gone = Member::down(r.id.as_leaving());
-        self.apply(vec![gone.clone()])
+        self.apply(vec![gone.clone()], true)
             .map_err(|e| CommandError::Protocol(e.to_string()))?;
-        self.send_notice(gone, false);
+        self.send_notice(gone);
         self.drain_foca();
         Ok(true)
     }
@@ -632,7 +632,7 @@ impl Node {
             .map_err(|e| CommandError::Protocol(e.to_string()))?;
         self.left = true;
         self.drain_foca();
-        self.leave_notice = self.send_notice(Member::down(leaving.clone()), false);
+        self.leave_notice = self.send_notice(Member::down(leaving.clone()));
         self.emit(EventKind::Leave, leaving, Status::Left);
         Ok(())
     }
@@ -724,11 +724,15 @@ impl Node {
                 Ok(())
             }
             Kind::Sync => {
-                let sync = wire::decode_sync(payload, &self.config.limits)?;
+                let sync = wire::decode_sync(payload, &self.config.limits, &mut self.directory())?;
                 if self.left {
                     return Ok(());
                 }
-                self.apply(sync.members)?;
+                // Not gossiped on: the answer to a join is the cluster as everyone in it
+                // knows it, and a joiner's own state reaches everyone through its notices.
+                // Gossiping either would fill every buffer with old news (at a join storm,
+                // N joiners times N members).
+                self.apply(sync.members, false)?;
                 if sync.reply {
                     self.send_full_state(from, false);
                 } else {
@@ -836,7 +840,7 @@ impl Node {
             return false;
         }
         let sender = Member::new(header.src, header.src_incarnation, State::Alive);
-        let _ = self.apply(vec![sender]);
+        let _ = self.apply(vec![sender], true);
         let notice = Notice {
             seq: 0,
             member: Member::alive(self.identity().clone()),
@@ -847,7 +851,8 @@ impl Node {
         true
     }
 
-    fn apply(&mut self, members: Vec<Member<NodeId>>) -> Result<(), DropReason> {
+    /// Feeds `members` to foca; `broadcast`: gossip the changes they make on.
+    fn apply(&mut self, members: Vec<Member<NodeId>>, broadcast: bool) -> Result<(), DropReason> {
         let members: Vec<Member<NodeId>> = {
             let mut dir = self.directory();
             members
@@ -856,7 +861,7 @@ impl Node {
                 .collect()
         };
         self.foca
-            .apply_many(members.into_iter(), true, &mut self.rt)
+            .apply_many(members.into_iter(), broadcast, &mut self.rt)
             .map_err(|e| DropReason::Protocol(e.to_string()))
     }
 
@@ -931,7 +936,7 @@ impl Node {
             TimerEvent::AnnounceSelf => {
                 let me = self.identity().clone();
                 if !self.left && self.announced.as_ref() != Some(&me) {
-                    self.send_notice(Member::alive(me.clone()), true);
+                    self.send_notice(Member::alive(me.clone()));
                     self.announced = Some(me);
                 }
             }
@@ -1013,11 +1018,13 @@ impl Node {
     // ----- notices -----
 
     /// Sends `member` straight to live members (up to the fanout). Receivers relay it by gossip
-    /// when the fanout did not cover everyone we know, and for joins always: concurrent joiners
-    /// that never heard of each other learn of one another only through relays.
-    fn send_notice(&mut self, member: Member<NodeId>, is_join: bool) -> Option<u64> {
+    /// only when the fanout did not cover everyone we know. Concurrent joiners that never
+    /// heard of each other need no relay: each one's digest exchange with its join target a
+    /// second after the answer ([`TimerEvent::JoinFollowUp`]) brings it the others, which
+    /// the target learnt from their notices.
+    fn send_notice(&mut self, member: Member<NodeId>) -> Option<u64> {
         let (targets, partial) = self.notice_targets();
-        self.post_notice(targets, member, is_join || partial)
+        self.post_notice(targets, member, partial)
     }
 
     /// Live members to tell directly (a uniform sample of `notice_fanout` when there are
@@ -1135,7 +1142,8 @@ impl Node {
     }
 
     /// Sends `items` (each already encoded) in as few packets as fit, each a standalone
-    /// message: the reply flag if any, the item count (varint), the items.
+    /// message: the reply flag if any (set on the first packet only), the item count
+    /// (varint), the items.
     fn send_chunked(&mut self, to: SocketAddr, kind: Kind, reply: Option<bool>, items: &[Vec<u8>]) {
         let budget = self.config.packet_size_max.get() - wire::ENVELOPE_LEN - 1 - 5;
         let mut chunk: Vec<&[u8]> = Vec::new();
@@ -1155,11 +1163,13 @@ impl Node {
         if !chunk.is_empty() {
             chunks.push(chunk);
         }
-        for chunk in chunks {
+        for (i, chunk) in chunks.into_iter().enumerate() {
             let mut out = Vec::with_capacity(self.config.packet_size_max.get());
             wire::put_envelope(&mut out, kind);
             if let Some(reply) = reply {
-                out.push(u8::from(reply));
+                // One answer per exchange: only the first packet asks for it (each packet
+                // asking would make the receiver send its whole state once per packet).
+                out.push(u8::from(reply && i == 0));
             }
             out.extend(postcard::to_stdvec(&chunk.len()).expect("varint of a usize"));
             for m in chunk {
@@ -1172,11 +1182,21 @@ impl Node {
     /// Applies a digest: entries whose identity we hold are applied as full state would be;
     /// the others are asked for.
     fn apply_digest(&mut self, from: SocketAddr, digest: wire::Digest) -> Result<(), DropReason> {
-        let mut known = Vec::with_capacity(digest.entries.len());
+        // Entries that say what foca already holds change nothing: leave them out, or every
+        // digest would cost foca a scan of its member list per entry (N squared per digest).
+        let held: std::collections::HashMap<_, _, std::hash::BuildHasherDefault<wire::KeyHasher>> =
+            self.foca
+                .iter_membership_state()
+                .map(|m| (m.id().key(), wire::DigestEntry::of(m)))
+                .collect();
+        let mut known = Vec::new();
         let mut want = Vec::new();
         {
             let dir = self.directory();
             for e in &digest.entries {
+                if held.get(&e.name_key()) == Some(e) {
+                    continue;
+                }
                 match e.resolve(&dir) {
                     Some(m) => known.push(m),
                     None => want.push(e.key),
@@ -1187,7 +1207,7 @@ impl Node {
             let items: Vec<Vec<u8>> = want.iter().map(|k| k.to_vec()).collect();
             self.send_chunked(from, Kind::Want, None, &items);
         }
-        self.apply(known)
+        self.apply(known, true)
     }
 
     /// Answers a [`wire::Want`] with the full state of the members it names.
@@ -1292,7 +1312,7 @@ impl Node {
                     // the verdict to gossip, whose bounded retransmissions can miss a member
                     // (which then finds out only when its own probe reaches the dead one).
                     if self.raised.remove(&id.key()) && !self.left {
-                        self.send_notice(Member::down(id.clone()), false);
+                        self.send_notice(Member::down(id.clone()));
                     }
                     self.emit(EventKind::Failed, id, Status::Failed);
                 }
@@ -1707,6 +1727,39 @@ mod tests {
                 .iter()
                 .any(|m| m.name() == "b" && m.id.version() == 2 && m.status == Status::Alive)
         );
+    }
+
+    #[test]
+    fn a_digest_in_several_packets_asks_for_one_answer() {
+        let mut net = cluster(&["a", "b", "c"]);
+        // Two 14-byte entries a packet: three members take two packets.
+        for n in &mut net.nodes {
+            n.config.packet_size_max = std::num::NonZeroUsize::new(40).unwrap();
+        }
+        let digests = |out: Vec<Output>| -> Vec<Vec<u8>> {
+            out.into_iter()
+                .filter_map(|o| match o {
+                    Output::Transmit { data, .. } if data[3] == Kind::Digest as u8 => Some(data),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (a, b) = (
+            net.nodes[0].identity().addr(),
+            net.nodes[1].identity().addr(),
+        );
+        net.nodes[0].send_digest(b, true);
+        let sent = digests(drain(&mut net.nodes[0]));
+        assert_eq!(sent.len(), 2);
+        let asking: Vec<u8> = sent.iter().map(|d| d[wire::ENVELOPE_LEN]).collect();
+        assert_eq!(asking, [1, 0], "only the first packet asks for an answer");
+        let mut answer = Vec::new();
+        for p in &sent {
+            net.nodes[1].handle_packet(a, p).unwrap();
+            answer.extend(digests(drain(&mut net.nodes[1])));
+        }
+        assert_eq!(answer.len(), 2, "b answers once, with its whole digest");
+        assert!(answer.iter().all(|d| d[wire::ENVELOPE_LEN] == 0));
     }
 
     #[test]

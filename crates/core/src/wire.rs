@@ -23,7 +23,8 @@
 //! identity: reference = name key (u64 LE) + short fingerprint (u32 LE), or postcard in full
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -32,7 +33,8 @@ use foca::{Codec, Header, Member, Message, PostcardCodec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DropReason;
-use crate::identity::{Limits, NameKey, NodeId};
+use crate::error::InvalidInput;
+use crate::identity::{IdRef, Limits, NameKey, NodeId};
 
 /// First two bytes of every packet.
 pub const MAGIC: [u8; 2] = *b"GA";
@@ -285,13 +287,57 @@ pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
     postcard::to_extend(value, out).expect("postcard encoding into a Vec is infallible")
 }
 
-/// Decodes a whole payload, refusing trailing bytes, and checks every identity in it.
-pub fn decode_sync(payload: &[u8], limits: &Limits) -> Result<Sync, DropReason> {
-    let sync: Sync = decode_exact(payload)?;
-    for m in &sync.members {
-        m.id().validate(limits).map_err(malformed)?;
+/// Decodes a whole [`Sync`] payload, refusing trailing bytes. Identities `dir` already holds
+/// come back as its stored copies; every other one is checked against `limits` and learnt.
+pub fn decode_sync(
+    payload: &[u8],
+    limits: &Limits,
+    dir: &mut Directory,
+) -> Result<Sync, DropReason> {
+    let err = |e: CodecError| DropReason::Malformed(e.0);
+    let (reply, rest): (bool, _) = take(payload).map_err(err)?;
+    let (count, mut rest): (usize, _) = take(rest).map_err(err)?;
+    // A hostile count costs nothing: the loop ends with the bytes.
+    let mut members = Vec::with_capacity(count.min(rest.len()));
+    for _ in 0..count {
+        let (m, r) = take_member(rest, dir, limits).map_err(err)?;
+        members.push(m);
+        rest = r;
     }
-    Ok(sync)
+    if !rest.is_empty() {
+        return Err(DropReason::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(Sync { reply, members })
+}
+
+/// Decodes one `Member<NodeId>` (its postcard encoding: identity, incarnation, state) through
+/// `dir`, as [`Directory::intern`] does.
+fn take_member<'a>(
+    bytes: &'a [u8],
+    dir: &mut Directory,
+    limits: &Limits,
+) -> Result<(Member<NodeId>, &'a [u8]), CodecError> {
+    let ((id, incarnation, state), rest): ((IdRef<'_>, foca::Incarnation, foca::State), _) =
+        take(bytes)?;
+    let id = dir.intern(&id, limits).map_err(invalid)?;
+    Ok((Member::new(id, incarnation, state), rest))
+}
+
+/// Decodes one identity through `dir`, as [`Directory::intern`] does.
+fn take_id<'a>(
+    bytes: &'a [u8],
+    dir: &mut Directory,
+    limits: &Limits,
+) -> Result<(NodeId, &'a [u8]), CodecError> {
+    let (id, rest): (IdRef<'_>, _) = take(bytes)?;
+    Ok((dir.intern(&id, limits).map_err(invalid)?, rest))
+}
+
+fn invalid(e: InvalidInput) -> CodecError {
+    CodecError(e.to_string())
 }
 
 /// Decodes a [`Notice`] and checks its identity.
@@ -330,7 +376,8 @@ fn malformed(e: impl std::fmt::Display) -> DropReason {
 /// and the peers known to hold it. Shared by a [`crate::Node`] and its codec.
 #[derive(Debug, Default)]
 pub struct Directory {
-    known: BTreeMap<NameKey, NodeId>,
+    /// Looked up, never iterated (its order would not be deterministic).
+    known: HashMap<NameKey, NodeId, BuildHasherDefault<KeyHasher>>,
     me: Option<NodeId>,
     /// Peers (by address) that addressed our current identity, with the short fingerprint of
     /// their own identity then: we reference ourselves to them while they keep that identity.
@@ -390,11 +437,51 @@ impl Directory {
         self.known.is_empty()
     }
 
+    /// The identity `r` names: the stored copy when this directory holds that very identity
+    /// (nothing is built, allocated or validated again), else a new one, checked against
+    /// `limits` and learnt.
+    pub(crate) fn intern(
+        &mut self,
+        r: &IdRef<'_>,
+        limits: &Limits,
+    ) -> Result<NodeId, InvalidInput> {
+        if let Some(k) = self.known.get(&r.key())
+            && k.fingerprint() == r.fingerprint()
+        {
+            return Ok(k.clone());
+        }
+        let id = r.to_owned();
+        id.validate(limits)?;
+        Ok(self.learn(id))
+    }
+
     fn resolve(&self, key: NameKey, short: u32) -> Option<NodeId> {
         self.known
             .get(&key)
             .filter(|k| k.short_fingerprint() == short)
             .cloned()
+    }
+}
+
+/// Hashes a [`NameKey`] to itself: it is already a hash of the name (FNV-1a), so hashing it
+/// again would add nothing but time.
+#[derive(Debug, Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for keys other than a `u64`; fold them in (FNV-1a).
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -533,9 +620,7 @@ impl Codec<NodeId> for ValidatingCodec {
                 }
             }
         } else {
-            let (id, rest): (NodeId, _) = take(rest)?;
-            self.check(&id)?;
-            (dir.learn(id), rest)
+            take_id(rest, &mut dir, &self.limits)?
         };
         let (src_incarnation, rest) = take(rest)?;
         let (dst, rest) = if flags & FLAG_DST_REF != 0 {
@@ -548,9 +633,7 @@ impl Codec<NodeId> for ValidatingCodec {
             };
             (dst, rest)
         } else {
-            let (id, rest): (NodeId, _) = take(rest)?;
-            self.check(&id)?;
-            (dir.learn(id), rest)
+            take_id(rest, &mut dir, &self.limits)?
         };
         let (message, rest): (Message<NodeId>, _) = take(rest)?;
         let message = match message {
@@ -620,14 +703,15 @@ impl Codec<NodeId> for ValidatingCodec {
             .map_err(|e| CodecError(e.to_string()))
     }
 
-    fn decode_member(&mut self, buf: impl Buf) -> Result<Member<NodeId>, CodecError> {
-        let member: Member<NodeId> = PostcardCodec
-            .decode_member(buf)
-            .map_err(|e| CodecError(e.to_string()))?;
-        self.check(member.id())?;
-        let (incarnation, state) = (member.incarnation(), member.state());
-        let id = lock(&self.dir).learn(member.id().clone());
-        Ok(Member::new(id, incarnation, state))
+    fn decode_member(&mut self, mut buf: impl Buf) -> Result<Member<NodeId>, CodecError> {
+        let remaining = buf.remaining();
+        // foca hands the codec one contiguous buffer.
+        let bytes = buf.chunk();
+        debug_assert_eq!(remaining, bytes.len());
+        let (member, rest) = take_member(bytes, &mut lock(&self.dir), &self.limits)?;
+        let after = rest.len();
+        buf.advance(remaining - after);
+        Ok(member)
     }
 }
 
@@ -678,17 +762,17 @@ mod tests {
         let bytes = encode(Kind::Sync, &msg);
         let (kind, payload) = open_envelope(&bytes, 1400).unwrap();
         assert_eq!(kind, Kind::Sync);
-        let back = decode_sync(payload, &limits).unwrap();
+        let back = decode_sync(payload, &limits, &mut Directory::default()).unwrap();
         assert_eq!(back.members, msg.members);
         // Trailing garbage is refused.
         let mut longer = payload.to_vec();
         longer.push(0);
-        assert!(decode_sync(&longer, &limits).is_err());
+        assert!(decode_sync(&longer, &limits, &mut Directory::default()).is_err());
         // A name that breaks the rules is refused even though it decodes.
         let tight = Limits {
             name_len_max: 0,
             ..limits
         };
-        assert!(decode_sync(payload, &tight).is_err());
+        assert!(decode_sync(payload, &tight, &mut Directory::default()).is_err());
     }
 }
