@@ -124,12 +124,15 @@ pub struct Sim {
     now: Duration,
     seq: u64,
     queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
-    /// Event payloads by heap key (kept out of the heap so `Ev` needs no ordering).
-    pending: HashMap<usize, Ev>,
-    next_key: usize,
+    /// Event payloads by heap key (kept out of the heap so `Ev` needs no ordering): a slab,
+    /// its free slots reused.
+    pending: Vec<Option<Ev>>,
+    free: Vec<usize>,
     slots: Vec<Slot>,
     by_addr: HashMap<SocketAddr, NodeIx>,
     rng: SmallRng,
+    /// One copy of each identity for all nodes (memory: N identities, not N squared).
+    interner: gossip_core::Interner,
     trace: u64,
     /// Datagrams handed to the network, and bytes.
     pub packets_sent: u64,
@@ -173,11 +176,12 @@ impl Sim {
             now: Duration::ZERO,
             seq: 0,
             queue: BinaryHeap::new(),
-            pending: HashMap::new(),
-            next_key: 0,
+            pending: Vec::new(),
+            free: Vec::new(),
             slots: Vec::new(),
             by_addr: HashMap::new(),
             rng,
+            interner: gossip_core::Interner::new(),
             trace: 0xcbf2_9ce4_8422_2325,
             packets_sent: 0,
             bytes_sent: 0,
@@ -322,7 +326,7 @@ impl Sim {
         let slot = &self.slots[ix];
         // The version is the boot time in ms plus one, as the agent uses the wall clock.
         let version = self.now.as_millis() as u64 + 1;
-        let node = Node::new(
+        let mut node = Node::new(
             &slot.name,
             slot.addr,
             version,
@@ -331,6 +335,7 @@ impl Sim {
             seed,
         )
         .expect("simulated node names and tags are valid");
+        node.share_identities(&self.interner);
         self.slots[ix].node = Some(node);
         self.drain(ix);
     }
@@ -483,10 +488,7 @@ impl Sim {
 
     /// Node `ix`'s view of `name`, if it knows it.
     pub fn view(&self, ix: NodeIx, name: &str) -> Option<MemberInfo> {
-        self.node(ix)?
-            .members()
-            .into_iter()
-            .find(|m| m.name() == name)
+        self.node(ix)?.member(name)
     }
 
     /// The member events node `ix` reported, with their virtual times.
@@ -507,7 +509,8 @@ impl Sim {
             }
             self.queue.pop();
             self.now = at;
-            let ev = self.pending.remove(&key).expect("every key has its event");
+            let ev = self.pending[key].take().expect("every key has its event");
+            self.free.push(key);
             self.step(ev);
         }
         self.now = until;
@@ -682,10 +685,17 @@ impl Sim {
     }
 
     fn push(&mut self, at: Duration, ev: Ev) {
-        let key = self.next_key;
-        self.next_key += 1;
+        let key = match self.free.pop() {
+            Some(k) => {
+                self.pending[k] = Some(ev);
+                k
+            }
+            None => {
+                self.pending.push(Some(ev));
+                self.pending.len() - 1
+            }
+        };
         self.seq += 1;
-        self.pending.insert(key, ev);
         self.queue.push(Reverse((at, self.seq, key)));
     }
 

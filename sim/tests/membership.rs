@@ -496,12 +496,13 @@ fn a_join_storm_converges_within_seconds() {
 }
 
 #[test]
-fn beyond_the_notice_fanout_changes_spread_by_gossip() {
+fn beyond_the_notice_fanout_changes_and_events_are_passed_on() {
     for seed in [31, 32] {
-        // Direct notices to 8 members only: the rest learn by the receivers' gossip.
+        // Direct notices to 8 members only (more when 64 each would not cover the rest):
+        // each passes it on to its share of the rest.
         let mut params = Params::new(seed);
         params.config.notice_fanout = 8;
-        let mut sim = storm(params, 60, 2 * S);
+        let mut sim = storm(params, 120, 2 * S);
         sim.run_until_true(50 * MS, 60 * S, Sim::converged)
             .unwrap_or_else(|| panic!("seed {seed}: no convergence: {:?}", sim.disagreements(5)));
         let mut tags = role("frontserver");
@@ -514,6 +515,29 @@ fn beyond_the_notice_fanout_changes_spread_by_gossip() {
                 .all(|&ix| ix == 5 || s.view(ix, "node5").is_some_and(|m| m.id.version() == v))
         })
         .unwrap_or_else(|| panic!("seed {seed}: the tag change did not reach all"));
+        // A user event reaches every member once, also those no direct notice reached.
+        let ltime = sim.user_event(3, "deploy", b"v2");
+        sim.run_for(2 * S);
+        for ix in sim.up() {
+            let got = sim
+                .user_log
+                .iter()
+                .filter(|(n, _, _, e)| *n == ix && e.ltime == ltime && e.name == "deploy")
+                .count();
+            assert_eq!(
+                got, 1,
+                "seed {seed}: node{ix} ran the user event {got} times"
+            );
+        }
+        // A quarter of the members die at once; before anyone notices, node 6 leaves. Some
+        // of the members it tells directly are dead, so their shares are told directly.
+        for ix in 60..90 {
+            sim.crash(ix);
+        }
+        sim.leave(6);
+        sim.run_until_true(10 * MS, 3 * S, |s| s.all_see("node6", Status::Left))
+            .unwrap_or_else(|| panic!("seed {seed}: the leave did not reach all live members"));
+        sim.stop(6);
         sim.leave(9);
         sim.run_until_true(10 * MS, 10 * S, |s| s.all_see("node9", Status::Left))
             .unwrap_or_else(|| panic!("seed {seed}: the leave did not reach all"));

@@ -8,10 +8,11 @@
 //! before declaring that identity down: every member can tell *left* from *failed* from the
 //! identity alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -105,16 +106,119 @@ pub fn validate_tags(tags: &Tags, limits: &Limits) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// A member's identity. Cheap to clone (one `Arc`), and its foca address (the name's key) is
-/// stored inline, so foca's linear member scans compare integers instead of chasing pointers
-/// and comparing strings.
+/// A member's identity. Cheap to clone (one `Arc`) and 16 bytes: every node holds one per
+/// member several times over (foca's member list, the member table, the directory). Its foca
+/// address (the name's key) is stored inline, so foca's linear member scans compare integers
+/// instead of chasing pointers and comparing strings.
 #[derive(Clone)]
 pub struct NodeId {
     key: NameKey,
+    inner: Arc<Shared>,
+}
+
+/// The shared part of a [`NodeId`]: its content and the content's fingerprint.
+struct Shared {
     /// FNV-1a over the whole content (name, address, version, flag, tags), so equality is a
     /// few integer comparisons instead of comparing names and tag maps.
     fingerprint: u64,
-    inner: Arc<IdInner>,
+    content: IdInner,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = IdInner;
+
+    fn deref(&self) -> &IdInner {
+        &self.content
+    }
+}
+
+/// Hashes a [`NameKey`] (or a fingerprint) to itself: it is already a hash (FNV-1a), so
+/// hashing it again would add nothing but time. For a pair, the second is mixed in.
+#[derive(Debug, Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for keys other than a `u64`; fold them in (FNV-1a).
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.rotate_left(29) ^ n;
+    }
+}
+
+/// Identities shared between the nodes of one process. The simulator runs thousands of nodes
+/// in one process, each holding every member's identity: through one interner each identity
+/// is built once and shared, instead of once per node (its name, address and tags take
+/// about 750 bytes). The agent runs one node and needs none. Sharing changes no decision:
+/// the shared copy is the same identity.
+///
+/// Holds weak references, so identities no node holds any more are freed; their entries are
+/// swept when the table has doubled since the last sweep.
+#[derive(Clone, Default)]
+pub struct Interner(Arc<Mutex<InternTable>>);
+
+#[derive(Default)]
+struct InternTable {
+    /// Looked up, never iterated for a decision.
+    by_content: HashMap<(NameKey, u64), Weak<Shared>, BuildHasherDefault<KeyHasher>>,
+    sweep_at: usize,
+}
+
+impl Interner {
+    /// An empty interner, to share between nodes ([`crate::Node::share_identities`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many identities it holds entries for (live or not yet swept).
+    pub fn len(&self) -> usize {
+        self.table().by_content.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn table(&self) -> MutexGuard<'_, InternTable> {
+        // The table holds no invariant a panic halfway could break.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The shared copy of the identity with this key and fingerprint, if some node holds it.
+    pub(crate) fn get(&self, key: NameKey, fingerprint: u64) -> Option<NodeId> {
+        let inner = self
+            .table()
+            .by_content
+            .get(&(key, fingerprint))?
+            .upgrade()?;
+        Some(NodeId { key, inner })
+    }
+
+    /// Shares `id` from now on.
+    pub(crate) fn put(&self, id: &NodeId) {
+        let mut t = self.table();
+        t.by_content
+            .insert((id.key, id.fingerprint()), Arc::downgrade(&id.inner));
+        if t.by_content.len() > t.sweep_at {
+            t.by_content.retain(|_, w| w.strong_count() > 0);
+            t.sweep_at = (t.by_content.len() * 2).max(1024);
+        }
+    }
+}
+
+impl fmt::Debug for Interner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Interner({} identities)", self.len())
+    }
 }
 
 /// The key foca groups identities by: a stable 64-bit hash (FNV-1a) of the node name,
@@ -267,20 +371,22 @@ impl NodeId {
     fn from_inner(inner: IdInner) -> Self {
         Self {
             key: NameKey::of(&inner.name),
-            fingerprint: fingerprint(
-                &inner.name,
-                inner.addr,
-                inner.version,
-                inner.leaving,
-                inner.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ),
-            inner: Arc::new(inner),
+            inner: Arc::new(Shared {
+                fingerprint: fingerprint(
+                    &inner.name,
+                    inner.addr,
+                    inner.version,
+                    inner.leaving,
+                    inner.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
+                content: inner,
+            }),
         }
     }
 
     /// The content fingerprint (see [`IdRef::fingerprint`]).
     pub(crate) fn fingerprint(&self) -> u64 {
-        self.fingerprint
+        self.inner.fingerprint
     }
 
     /// The key of the name (what foca groups identities by).
@@ -291,7 +397,7 @@ impl NodeId {
     /// The low 32 bits of the content fingerprint: with the name key, what a compact
     /// reference on the wire names this identity by.
     pub fn short_fingerprint(&self) -> u32 {
-        self.fingerprint as u32
+        self.inner.fingerprint as u32
     }
 
     /// An identity with this one's name and address but no version, tags or flag: what a
@@ -372,12 +478,16 @@ impl NodeId {
 }
 
 impl PartialEq for NodeId {
-    /// Same name key and same content fingerprint: the same identity. Both are inline, so
-    /// comparing never touches the shared content (foca compares identities in its member
-    /// scans). Two versions of one member's identity with one 64-bit fingerprint are the
-    /// only way to be wrong: about 1 in 10^19 per pair.
+    /// Same name key and same content fingerprint: the same identity. The key is inline, so
+    /// foca's member scans compare integers, and the content is read only for identities of
+    /// one name held in different copies (a node, its directory and, in the simulator, every
+    /// node share one copy of each identity, so that is rare). Two versions of one member's
+    /// identity with one 64-bit fingerprint are the only way to be wrong: about 1 in 10^19
+    /// per pair.
     fn eq(&self, other: &Self) -> bool {
-        self.key == other.key && self.fingerprint == other.fingerprint
+        self.key == other.key
+            && (Arc::ptr_eq(&self.inner, &other.inner)
+                || self.inner.fingerprint == other.inner.fingerprint)
     }
 }
 
@@ -398,7 +508,7 @@ impl fmt::Debug for NodeId {
 
 impl Serialize for NodeId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.inner.serialize(s)
+        self.inner.content.serialize(s)
     }
 }
 

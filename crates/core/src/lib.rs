@@ -31,7 +31,7 @@ pub mod wire;
 
 pub use config::{CoreConfig, Profile, Suspicion};
 pub use error::{CommandError, DropReason, InvalidInput};
-pub use identity::{Limits, NodeId, ROLE_TAG, Tags};
+pub use identity::{Interner, Limits, NodeId, ROLE_TAG, Tags};
 pub use member::{EventKind, MemberEvent, MemberInfo, Status};
 pub use node::{Node, Output, Stats, TimerEvent};
 pub use query::{IncomingQuery, QueryOutput};

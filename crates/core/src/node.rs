@@ -11,8 +11,7 @@
 //! [`Node::new`], the identity version from the driver, and every collection it iterates for
 //! a decision keeps insertion order.
 
-use std::collections::BTreeMap;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,9 +35,13 @@ pub enum TimerEvent {
     /// Time for a periodic push-pull (by digest).
     PushPull,
     /// A second of quiet after the first full state from this address (a join's answer):
-    /// exchange digests with it, so members in a lost part of its answer arrive now rather
-    /// than at the next periodic push-pull.
+    /// exchange digests with it, so members in a lost part of its answer, and members that
+    /// joined alongside us, arrive now rather than at the next periodic push-pull.
     JoinFollowUp(SocketAddr),
+    /// A few seconds after a join's follow-up, one more digest exchange, with a random
+    /// member: joiners a little later than the follow-up whose notices could not name us
+    /// (they passed through members that had not heard of us yet) arrive now.
+    JoinFollowUpLate,
     /// The deadline of our query with this Lamport time.
     QueryDeadline(u64),
     /// Found by members (a restart) but no full state has arrived yet: ask a member again.
@@ -139,6 +142,10 @@ struct Record {
 
 struct PendingNotice {
     data: Vec<u8>,
+    /// The packets of targets that got their own (with a forward list) instead of `data`,
+    /// with the addresses on that list: if such a target never acknowledges, they are told
+    /// directly.
+    own: BTreeMap<SocketAddr, (Vec<u8>, Vec<SocketAddr>)>,
     /// Destination and transmissions so far.
     targets: IndexMap<SocketAddr, u32>,
     /// Transmissions per destination before giving up.
@@ -154,13 +161,13 @@ pub struct Node {
     config: CoreConfig,
     foca_config: foca::Config,
     rng: SmallRng,
-    /// Every other member we have reported, by name, in first-seen order.
-    members: IndexMap<Arc<str>, Record>,
+    /// Every other member we have reported, by name key.
+    members: BTreeMap<NameKey, Record>,
     outputs: VecDeque<Output>,
     stats: Stats,
     left: bool,
     notice_seq: u64,
-    notices: IndexMap<u64, PendingNotice>,
+    notices: BTreeMap<u64, PendingNotice>,
     /// The identity we last sent a notice about (None before the first).
     announced: Option<NodeId>,
     /// Addresses that answered a join or push-pull with their state, oldest first (bounded).
@@ -193,10 +200,18 @@ pub struct Node {
     /// still announced to now and then, so the halves of a partition longer than the reap
     /// timeout find each other again (Serf stops trying at the reap: serf#605, serf#333).
     lost: BTreeMap<Arc<str>, (NodeId, u64)>,
+    /// Notices we passed on, by sender and sequence number (bounded): a retransmission
+    /// of one whose ack was lost is not passed on again.
+    forwarded: BTreeSet<(SocketAddr, u64)>,
+    /// The same, oldest first.
+    forwarded_order: VecDeque<(SocketAddr, u64)>,
     /// Reconnect ticks so far; a tick is scheduled while `lost` is not empty.
     reconnect_ticks: u64,
     reconnect_scheduled: bool,
 }
+
+/// Room for effects kept between calls; a burst's extra room is given back.
+const OUTPUTS_KEPT: usize = 64;
 
 /// How many reaped failed members [`Node`] keeps trying to reconnect to.
 const LOST_MAX: usize = 1024;
@@ -204,12 +219,15 @@ const LOST_MAX: usize = 1024;
 /// Delay from a join's first answer to the digest exchange that repairs any lost part of it.
 const JOIN_FOLLOW_UP: Duration = Duration::from_secs(1);
 
+/// Delay from a join's follow-up to the second, late one.
+const JOIN_FOLLOW_UP_LATE: Duration = Duration::from_secs(4);
+
 /// How many times a node found by members asks for the full state before leaving it to the
 /// periodic push-pull.
 const STATE_RETRIES: u32 = 5;
 
-/// How many members a receiver passes a relayed user event on to.
-const USER_RELAY_FANOUT: usize = 3;
+/// How many passed-on notices [`Node`] remembers.
+const FORWARDED_MAX: usize = 1024;
 
 /// How many answering addresses [`Node::has_answered`] remembers.
 const ANSWERED_MAX: usize = 256;
@@ -246,12 +264,12 @@ impl Node {
             config,
             foca_config,
             rng,
-            members: IndexMap::new(),
+            members: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
             left: false,
             notice_seq: 0,
-            notices: IndexMap::new(),
+            notices: BTreeMap::new(),
             announced: None,
             answered: indexmap::IndexSet::new(),
             health: 0,
@@ -266,6 +284,8 @@ impl Node {
             query_seqs: BTreeMap::new(),
             queries_seen: crate::query::Seen::default(),
             lost: BTreeMap::new(),
+            forwarded: BTreeSet::new(),
+            forwarded_order: VecDeque::new(),
             reconnect_ticks: 0,
             reconnect_scheduled: false,
         };
@@ -275,10 +295,23 @@ impl Node {
         Ok(node)
     }
 
+    /// Shares decoded identities with every other node given the same `interner`: each
+    /// identity is then held once per process instead of once per node. For drivers that run
+    /// many nodes in one process (the simulator); it changes no decision.
+    pub fn share_identities(&mut self, interner: &crate::identity::Interner) {
+        self.directory().share(interner.clone());
+    }
+
     /// The next effect to carry out, in the order they arose. Drain until `None` after every
     /// call into the node.
     pub fn poll(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let out = self.outputs.pop_front();
+        if out.is_none() && self.outputs.capacity() > OUTPUTS_KEPT {
+            // A burst (a full state, notices to every member) grew the queue; do not keep
+            // its room for good (the simulator holds thousands of nodes).
+            self.outputs.shrink_to(OUTPUTS_KEPT);
+        }
+        out
     }
 
     /// This node's current identity.
@@ -298,29 +331,53 @@ impl Node {
         }
     }
 
-    /// Every member this node knows, itself first, then in first-seen order. Failed and left
-    /// members stay listed until reaped.
+    /// Every member this node knows, itself first, then by name. Failed and left members stay
+    /// listed until reaped.
     pub fn members(&self) -> Vec<MemberInfo> {
-        let suspects: Vec<&NodeId> = self
+        let suspects: BTreeSet<NameKey> = self
             .foca
             .iter_membership_state()
             .filter(|m| m.state() == State::Suspect)
-            .map(|m| m.id())
+            .map(|m| m.id().key())
             .collect();
         let mut out = Vec::with_capacity(self.members.len() + 1);
         out.push(self.local());
-        for r in self.members.values() {
-            let status = if r.status == Status::Alive && suspects.contains(&&r.id) {
-                Status::Suspect
-            } else {
-                r.status
-            };
-            out.push(MemberInfo {
-                id: r.id.clone(),
-                status,
-            });
-        }
+        out.extend(self.members.values().map(|r| Self::info(r, &suspects)));
+        out[1..].sort_by(|a, b| a.name().cmp(b.name()));
         out
+    }
+
+    /// The member named `name` as [`Node::members`] lists it (this node too).
+    pub fn member(&self, name: &str) -> Option<MemberInfo> {
+        if name == self.identity().name() {
+            return Some(self.local());
+        }
+        let r = self
+            .members
+            .get(&NameKey::of(name))
+            .filter(|r| r.id.name() == name)?;
+        let suspect = self
+            .foca
+            .iter_membership_state()
+            .any(|m| m.state() == State::Suspect && m.id() == &r.id);
+        let suspects = if suspect {
+            BTreeSet::from([r.id.key()])
+        } else {
+            BTreeSet::new()
+        };
+        Some(Self::info(r, &suspects))
+    }
+
+    fn info(r: &Record, suspects: &BTreeSet<NameKey>) -> MemberInfo {
+        let status = if r.status == Status::Alive && suspects.contains(&r.id.key()) {
+            Status::Suspect
+        } else {
+            r.status
+        };
+        MemberInfo {
+            id: r.id.clone(),
+            status,
+        }
     }
 
     /// Every known member's identity and status as recorded by join, leave and failure events
@@ -436,8 +493,8 @@ impl Node {
             payload: payload.to_vec(),
             coalesce,
         };
-        let (targets, relay) = self.notice_targets();
-        self.post_user(targets, event.clone(), relay);
+        let targets = self.notice_targets();
+        self.post_user(targets, event.clone());
         self.outputs.push_back(Output::User(event));
         Ok(ltime)
     }
@@ -597,7 +654,11 @@ impl Node {
         if self.left {
             return Err(CommandError::Left);
         }
-        let Some(r) = self.members.get(name) else {
+        let Some(r) = self
+            .members
+            .get(&NameKey::of(name))
+            .filter(|r| r.id.name() == name)
+        else {
             return Ok(false);
         };
         if r.status != Status::Failed {
@@ -686,19 +747,22 @@ impl Node {
                 self.transmit(from, ack);
                 let e = msg.event;
                 if !self.left && self.events.admit(e.ltime, &e.name, &e.payload) {
-                    if msg.relay {
-                        let mut targets: Vec<SocketAddr> = self
-                            .members
-                            .values()
-                            .filter(|r| r.status.is_live() && r.id.addr() != from)
-                            .map(|r| r.id.addr())
-                            .collect();
-                        for i in 0..USER_RELAY_FANOUT.min(targets.len()) {
-                            let j = self.rng.random_range(i..targets.len());
-                            targets.swap(i, j);
-                        }
-                        targets.truncate(USER_RELAY_FANOUT);
-                        self.post_user(targets, e.clone(), true);
+                    let sender = NameKey(u64::from_le_bytes(msg.sender));
+                    let targets = self.forward_targets(sender, from, &msg.forward);
+                    if !targets.is_empty() {
+                        let event = e.clone();
+                        let me = self.identity().key().0.to_le_bytes();
+                        self.post(targets, |seq| {
+                            wire::encode(
+                                Kind::User,
+                                &wire::UserMsg {
+                                    seq,
+                                    event,
+                                    sender: me,
+                                    forward: Vec::new(),
+                                },
+                            )
+                        });
                     }
                     self.outputs.push_back(Output::User(e));
                 }
@@ -748,16 +812,35 @@ impl Node {
                 Ok(())
             }
             Kind::Notice => {
-                let notice = wire::decode_notice(payload, &self.config.limits)?;
+                let notice =
+                    wire::decode_notice(payload, &self.config.limits, &mut self.directory())?;
                 if !self.left {
                     let suspects_me = notice.member.state() == State::Suspect
                         && notice.member.id() == self.identity();
                     let m = notice.member;
-                    let m = Member::new(
-                        self.directory().learn(m.id().clone()),
-                        m.incarnation(),
-                        m.state(),
-                    );
+                    if !notice.forward.is_empty() && self.forwarded.insert((from, notice.seq)) {
+                        self.forwarded_order.push_back((from, notice.seq));
+                        if self.forwarded_order.len() > FORWARDED_MAX
+                            && let Some(old) = self.forwarded_order.pop_front()
+                        {
+                            self.forwarded.remove(&old);
+                        }
+                        let sender = notice.from.as_ref().map_or(NameKey(0), NodeId::key);
+                        let targets = self.forward_targets(sender, from, &notice.forward);
+                        let (member, origin) = (m.clone(), notice.from.clone());
+                        self.post(targets, |seq| {
+                            wire::encode(
+                                Kind::Notice,
+                                &Notice {
+                                    seq,
+                                    member,
+                                    from: origin,
+                                    relay: false,
+                                    forward: Vec::new(),
+                                },
+                            )
+                        });
+                    }
                     self.foca
                         .apply_many(std::iter::once(m), notice.relay, &mut self.rt)
                         .map_err(|e| DropReason::Protocol(e.to_string()))?;
@@ -811,9 +894,10 @@ impl Node {
                         }));
                 }
                 if let Some(p) = self.notices.get_mut(&ack.seq) {
-                    p.targets.shift_remove(&from);
+                    // Order among targets is only the order of retransmissions: swap.
+                    p.targets.swap_remove(&from);
                     if p.targets.is_empty() {
-                        self.notices.shift_remove(&ack.seq);
+                        self.notices.remove(&ack.seq);
                     }
                 }
                 Ok(())
@@ -846,6 +930,7 @@ impl Node {
             member: Member::alive(self.identity().clone()),
             from: None,
             relay: true,
+            forward: Vec::new(),
         };
         self.transmit(from, wire::encode(Kind::Notice, &notice));
         true
@@ -911,6 +996,14 @@ impl Node {
             TimerEvent::JoinFollowUp(addr) => {
                 if !self.left {
                     self.send_digest(addr, true);
+                    self.schedule(JOIN_FOLLOW_UP_LATE, TimerEvent::JoinFollowUpLate);
+                }
+            }
+            TimerEvent::JoinFollowUpLate => {
+                if !self.left
+                    && let Some(peer) = self.random_live_member()
+                {
+                    self.send_digest(peer.addr(), true);
                 }
             }
             TimerEvent::NoticeRetry(seq) => self.retry_notice(seq),
@@ -956,8 +1049,8 @@ impl Node {
         let give_up = (self.config.reap_after.as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
         let now = self.reconnect_ticks;
         let members = &self.members;
-        self.lost.retain(|name, (_, since)| {
-            !members.contains_key(name) && now.saturating_sub(*since) <= give_up
+        self.lost.retain(|_, (id, since)| {
+            !members.contains_key(&id.key()) && now.saturating_sub(*since) <= give_up
         });
         if self.lost.is_empty() {
             return;
@@ -984,9 +1077,9 @@ impl Node {
     }
 
     fn reap(&mut self, id: &NodeId) {
-        let reap = matches!(self.members.get(id.name()),
+        let reap = matches!(self.members.get(&id.key()),
             Some(r) if &r.id == id && !r.status.is_live());
-        if reap && let Some(r) = self.members.shift_remove(id.name()) {
+        if reap && let Some(r) = self.members.remove(&id.key()) {
             {
                 // It forgets us as we forget it: whatever we send it next names us in full.
                 let mut dir = self.directory();
@@ -1017,46 +1110,82 @@ impl Node {
 
     // ----- notices -----
 
-    /// Sends `member` straight to live members (up to the fanout). Receivers relay it by gossip
-    /// only when the fanout did not cover everyone we know. Concurrent joiners that never
-    /// heard of each other need no relay: each one's digest exchange with its join target a
-    /// second after the answer ([`TimerEvent::JoinFollowUp`]) brings it the others, which
-    /// the target learnt from their notices.
+    /// Tells every live member `member`, acknowledged (see [`Node::post_split`]): every
+    /// member learns within two round trips, with no gossip storm however many change at
+    /// once. Concurrent joiners that never heard of each other need nothing more: each one's
+    /// digest exchange with its join target a second after the answer
+    /// ([`TimerEvent::JoinFollowUp`]) brings it the others, which the target learnt from
+    /// their notices.
     fn send_notice(&mut self, member: Member<NodeId>) -> Option<u64> {
-        let (targets, partial) = self.notice_targets();
-        self.post_notice(targets, member, partial)
+        let targets = self.notice_targets();
+        let from = Some(self.identity().clone());
+        self.post_split(targets, |seq, forward| {
+            wire::encode(
+                Kind::Notice,
+                &Notice {
+                    seq,
+                    member: member.clone(),
+                    from: from.clone(),
+                    relay: false,
+                    forward,
+                },
+            )
+        })
     }
 
-    /// Live members to tell directly (a uniform sample of `notice_fanout` when there are
-    /// more), and whether that sample left some out.
-    fn notice_targets(&mut self) -> (Vec<SocketAddr>, bool) {
-        let mut targets: Vec<SocketAddr> = self
-            .members
+    /// Every live member's address and name key, by name key.
+    fn notice_targets(&self) -> Vec<(SocketAddr, NameKey)> {
+        self.members
             .values()
             .filter(|r| r.status.is_live())
-            .map(|r| r.id.addr())
-            .collect();
-        let partial = targets.len() > self.config.notice_fanout;
-        if partial {
-            // Partial Fisher-Yates: a uniform sample of `notice_fanout` members.
-            for i in 0..self.config.notice_fanout {
-                let j = self.rng.random_range(i..targets.len());
-                targets.swap(i, j);
-            }
-            targets.truncate(self.config.notice_fanout);
-        }
-        (targets, partial)
+            .map(|r| (r.id.addr(), r.id.key()))
+            .collect()
     }
 
-    /// Sends a user event to `targets`, acknowledged and retransmitted like a notice.
-    fn post_user(&mut self, targets: Vec<SocketAddr>, event: crate::user::UserEvent, relay: bool) {
-        self.post(targets, |seq| {
-            wire::encode(Kind::User, &wire::UserMsg { seq, event, relay })
+    /// Where to pass on a message whose forward list is `list`, from `sender` (its name
+    /// key) at the datagram source `from` (see [`wire::Forward`]).
+    fn forward_targets(
+        &self,
+        sender: NameKey,
+        from: SocketAddr,
+        list: &[wire::Forward],
+    ) -> Vec<SocketAddr> {
+        let vouched = self
+            .members
+            .get(&sender)
+            .is_some_and(|r| r.status.is_live() && r.id.addr() == from);
+        list.iter()
+            .take(wire::FORWARD_MAX)
+            .filter_map(
+                |(k, addr)| match self.members.get(&NameKey(u64::from_le_bytes(*k))) {
+                    Some(r) => r.status.is_live().then(|| r.id.addr()),
+                    None => vouched.then_some(*addr),
+                },
+            )
+            .filter(|a| *a != self.identity().addr())
+            .collect()
+    }
+
+    /// Sends a user event to `targets`, acknowledged and retransmitted like a notice, split
+    /// like one.
+    fn post_user(&mut self, targets: Vec<(SocketAddr, NameKey)>, event: crate::user::UserEvent) {
+        let sender = self.identity().key().0.to_le_bytes();
+        self.post_split(targets, |seq, forward| {
+            wire::encode(
+                Kind::User,
+                &wire::UserMsg {
+                    seq,
+                    event: event.clone(),
+                    sender,
+                    forward,
+                },
+            )
         });
     }
 
     /// Sends one notice to `targets` and keeps retransmitting it to those that do not
-    /// acknowledge. Returns its sequence number, or `None` when there is no target.
+    /// acknowledge; `relay`: receivers gossip it on. Returns its sequence number, or `None`
+    /// when there is no target.
     fn post_notice(
         &mut self,
         targets: Vec<SocketAddr>,
@@ -1072,6 +1201,7 @@ impl Node {
                     member,
                     from,
                     relay,
+                    forward: Vec::new(),
                 },
             )
         })
@@ -1081,20 +1211,77 @@ impl Node {
     /// retransmitting it to those that do not acknowledge. Returns the sequence number, or
     /// `None` when there is no target.
     fn post(&mut self, targets: Vec<SocketAddr>, make: impl FnOnce(u64) -> Vec<u8>) -> Option<u64> {
-        if targets.is_empty() {
+        let mut make = Some(make);
+        let plan = targets.into_iter().map(|t| (t, Vec::new())).collect();
+        self.post_plan(plan, |seq, _| (make.take().expect("built once"))(seq))
+    }
+
+    /// [`Node::post`] to every one of `targets`, through at most `notice_fanout` of them:
+    /// beyond the fanout, the rest are split among the ones told directly (drawn at random),
+    /// each passing it on to its share (at most [`wire::FORWARD_MAX`]; more are told
+    /// directly when the shares would be larger). `make` builds the packet for a sequence
+    /// number and a forward list.
+    fn post_split(
+        &mut self,
+        mut targets: Vec<(SocketAddr, NameKey)>,
+        make: impl FnMut(u64, Vec<wire::Forward>) -> Vec<u8>,
+    ) -> Option<u64> {
+        let n = targets.len();
+        let fanout = self.config.notice_fanout;
+        if fanout == 0 {
+            return None; // gossip only (a simulator knob)
+        }
+        if n <= fanout {
+            let plan = targets.into_iter().map(|(t, _)| (t, Vec::new())).collect();
+            return self.post_plan(plan, make);
+        }
+        let direct = fanout.max(n.div_ceil(wire::FORWARD_MAX + 1));
+        for i in 0..direct {
+            let j = self.rng.random_range(i..n);
+            targets.swap(i, j);
+        }
+        let mut plan: Vec<(SocketAddr, Vec<wire::Forward>)> = targets[..direct]
+            .iter()
+            .map(|&(t, _)| (t, Vec::new()))
+            .collect();
+        for (i, (a, k)) in targets[direct..].iter().enumerate() {
+            plan[i % direct].1.push((k.0.to_le_bytes(), *a));
+        }
+        self.post_plan(plan, make)
+    }
+
+    /// Sends each target its packet (built by `make` with the target's forward list; targets
+    /// with none share one) and retransmits to those that do not acknowledge.
+    fn post_plan(
+        &mut self,
+        plan: Vec<(SocketAddr, Vec<wire::Forward>)>,
+        mut make: impl FnMut(u64, Vec<wire::Forward>) -> Vec<u8>,
+    ) -> Option<u64> {
+        if plan.is_empty() {
             return None;
         }
         self.notice_seq += 1;
         let seq = self.notice_seq;
-        let data = make(seq);
-        for &to in &targets {
-            self.transmit(to, data.clone());
+        let data = make(seq, Vec::new());
+        let mut own = BTreeMap::new();
+        let mut targets = IndexMap::with_capacity(plan.len());
+        for (to, forward) in plan {
+            if forward.is_empty() {
+                self.transmit(to, data.clone());
+            } else {
+                let share = forward.iter().map(|(_, a)| *a).collect();
+                let packet = make(seq, forward);
+                self.transmit(to, packet.clone());
+                own.insert(to, (packet, share));
+            }
+            targets.insert(to, 1);
         }
         self.notices.insert(
             seq,
             PendingNotice {
                 data,
-                targets: targets.into_iter().map(|t| (t, 1)).collect(),
+                own,
+                targets,
                 attempts: self.config.notice_attempts,
             },
         );
@@ -1103,17 +1290,30 @@ impl Node {
     }
 
     fn retry_notice(&mut self, seq: u64) {
-        let Some(mut p) = self.notices.shift_remove(&seq) else {
+        let Some(mut p) = self.notices.remove(&seq) else {
             return;
         };
         let attempts_max = p.attempts;
-        p.targets.retain(|_, n| *n < attempts_max);
+        // A member that was to pass it on and never answered (it died, or is cut off): tell
+        // its share directly instead.
+        let mut handoff = Vec::new();
+        p.targets.retain(|to, n| {
+            let keep = *n < attempts_max;
+            if !keep && let Some((_, share)) = p.own.remove(to) {
+                handoff.extend(share);
+            }
+            keep
+        });
+        for to in handoff {
+            p.targets.entry(to).or_insert(0);
+        }
         if p.targets.is_empty() {
             return;
         }
         let sends: Vec<SocketAddr> = p.targets.keys().copied().collect();
         for to in sends {
-            self.transmit(to, p.data.clone());
+            let data = p.own.get(&to).map_or(&p.data, |(d, _)| d).clone();
+            self.transmit(to, data);
         }
         p.targets.values_mut().for_each(|n| *n += 1);
         self.notices.insert(seq, p);
@@ -1184,11 +1384,15 @@ impl Node {
     fn apply_digest(&mut self, from: SocketAddr, digest: wire::Digest) -> Result<(), DropReason> {
         // Entries that say what foca already holds change nothing: leave them out, or every
         // digest would cost foca a scan of its member list per entry (N squared per digest).
-        let held: std::collections::HashMap<_, _, std::hash::BuildHasherDefault<wire::KeyHasher>> =
-            self.foca
-                .iter_membership_state()
-                .map(|m| (m.id().key(), wire::DigestEntry::of(m)))
-                .collect();
+        let held: std::collections::HashMap<
+            _,
+            _,
+            std::hash::BuildHasherDefault<crate::identity::KeyHasher>,
+        > = self
+            .foca
+            .iter_membership_state()
+            .map(|m| (m.id().key(), wire::DigestEntry::of(m)))
+            .collect();
         let mut known = Vec::new();
         let mut want = Vec::new();
         {
@@ -1230,16 +1434,20 @@ impl Node {
 
     fn drain_foca(&mut self) {
         let mut membership_changed = false;
+        let mut drained = 0usize;
         while let Some(n) = self.rt.to_notify() {
             membership_changed |= self.on_notification(n);
+            drained += 1;
         }
         while let Some((to, data)) = self.rt.to_send() {
             let mut out = Vec::with_capacity(wire::ENVELOPE_LEN + data.len());
             wire::put_envelope(&mut out, Kind::Foca);
             out.extend_from_slice(&data);
             self.transmit(to.addr(), out);
+            drained += 1;
         }
         while let Some((after, timer)) = self.rt.to_schedule() {
+            drained += 1;
             let after = match &timer {
                 foca::Timer::ChangeSuspectToDown {
                     member_id,
@@ -1258,6 +1466,11 @@ impl Node {
                 _ => after,
             };
             self.schedule(after, TimerEvent::Foca(timer));
+        }
+        if drained > OUTPUTS_KEPT && self.rt.backlog() == 0 {
+            // foca's queues keep the room a burst gave them; it is empty now, so start
+            // afresh rather than hold that room for good.
+            self.rt = AccumulatingRuntime::new();
         }
         if membership_changed {
             self.resize();
@@ -1282,9 +1495,9 @@ impl Node {
                     self.mark_left(id);
                     return true;
                 }
-                let was = self.members.get(id.name()).map(|r| r.status);
+                let was = self.members.get(&id.key()).map(|r| r.status);
                 self.members.insert(
-                    id.name().into(),
+                    id.key(),
                     Record {
                         id: id.clone(),
                         status: Status::Alive,
@@ -1303,7 +1516,7 @@ impl Node {
             OwnedNotification::MemberDown(id) => {
                 if id.is_leaving() {
                     self.mark_left(id);
-                } else if let Some(r) = self.members.get_mut(id.name())
+                } else if let Some(r) = self.members.get_mut(&id.key())
                     && r.status.is_live()
                 {
                     r.status = Status::Failed;
@@ -1323,7 +1536,7 @@ impl Node {
                     self.mark_left(new);
                     return true;
                 }
-                if let Some(r) = self.members.get_mut(new.name()) {
+                if let Some(r) = self.members.get_mut(&new.key()) {
                     r.id = new.clone();
                     // A live member with new tags or address is an update; a member that was
                     // down and is back gets MemberUp right after this, hence a join.
@@ -1364,9 +1577,9 @@ impl Node {
     }
 
     fn mark_left(&mut self, id: NodeId) {
-        let was = self.members.get(id.name()).map(|r| r.status);
+        let was = self.members.get(&id.key()).map(|r| r.status);
         self.members.insert(
-            id.name().into(),
+            id.key(),
             Record {
                 id: id.clone(),
                 status: Status::Left,

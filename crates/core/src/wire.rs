@@ -24,7 +24,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DropReason;
 use crate::error::InvalidInput;
-use crate::identity::{IdRef, Limits, NameKey, NodeId};
+use crate::identity::{IdRef, Interner, KeyHasher, Limits, NameKey, NodeId};
 
 /// First two bytes of every packet.
 pub const MAGIC: [u8; 2] = *b"GA";
@@ -110,10 +110,24 @@ pub struct Notice {
     pub member: Member<NodeId>,
     /// The sender, so a suspect can answer it with its refutation.
     pub from: Option<NodeId>,
-    /// Whether receivers should pass it on by gossip: false when the sender told every
-    /// member it knows directly.
+    /// Whether receivers should pass it on by gossip.
     pub relay: bool,
+    /// The members the receiver passes this notice on to, acknowledged like the original:
+    /// in a cluster larger than the notice fanout the sender tells the fanout directly and
+    /// splits the rest among them. See [`Forward`].
+    pub forward: Vec<Forward>,
 }
+
+/// A member to pass a [`Notice`] or [`UserMsg`] on to: its name key (little-endian) and the
+/// address the sender knows it by. At most [`FORWARD_MAX`] a message. The receiver sends to
+/// the address it holds itself for a live member, skips a member it holds as failed or
+/// left, and uses the given address for a member it does not know (a joiner it has not
+/// heard of yet) only when the sender is a live member at the datagram's source: a stranger
+/// cannot make it send outside the cluster.
+pub type Forward = ([u8; 8], SocketAddr);
+
+/// Longest forward list a [`Notice`] or [`UserMsg`] may carry.
+pub const FORWARD_MAX: usize = 64;
 
 /// One packet of a periodic push-pull: each member as a 14-byte entry (name key, short
 /// fingerprint, incarnation, state) instead of its identity. The receiver applies the entries
@@ -187,9 +201,11 @@ pub struct UserMsg {
     pub seq: u64,
     /// The event.
     pub event: crate::user::UserEvent,
-    /// Whether the receiver should pass it on to a few members (the sender did not reach
-    /// every member directly).
-    pub relay: bool,
+    /// The sender's name key, so the receiver can tell a member's forward list from a
+    /// stranger's.
+    pub sender: [u8; 8],
+    /// The members the receiver passes it on to, as in [`Notice::forward`].
+    pub forward: Vec<Forward>,
 }
 
 /// A query sent to one target.
@@ -246,6 +262,7 @@ pub fn decode_query_response(
 pub fn decode_user(payload: &[u8], limits: &Limits) -> Result<UserMsg, DropReason> {
     let msg: UserMsg = decode_exact(payload)?;
     crate::user::validate_event(&msg.event.name, &msg.event.payload, limits).map_err(malformed)?;
+    check_forward(&msg.forward)?;
     Ok(msg)
 }
 
@@ -341,13 +358,48 @@ fn invalid(e: InvalidInput) -> CodecError {
 }
 
 /// Decodes a [`Notice`] and checks its identity.
-pub fn decode_notice(payload: &[u8], limits: &Limits) -> Result<Notice, DropReason> {
-    let notice: Notice = decode_exact(payload)?;
-    notice.member.id().validate(limits).map_err(malformed)?;
-    if let Some(f) = &notice.from {
-        f.validate(limits).map_err(malformed)?;
+/// Identities come back through `dir`, as in [`decode_sync`].
+pub fn decode_notice(
+    payload: &[u8],
+    limits: &Limits,
+    dir: &mut Directory,
+) -> Result<Notice, DropReason> {
+    let err = |e: CodecError| DropReason::Malformed(e.0);
+    let (seq, rest): (u64, _) = take(payload).map_err(err)?;
+    let (member, rest) = take_member(rest, dir, limits).map_err(err)?;
+    let (has_from, rest): (bool, _) = take(rest).map_err(err)?;
+    let (from, rest) = if has_from {
+        let (id, rest) = take_id(rest, dir, limits).map_err(err)?;
+        (Some(id), rest)
+    } else {
+        (None, rest)
+    };
+    let (relay, rest): (bool, _) = take(rest).map_err(err)?;
+    let (forward, rest): (Vec<Forward>, _) = take(rest).map_err(err)?;
+    check_forward(&forward)?;
+    if !rest.is_empty() {
+        return Err(DropReason::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
     }
-    Ok(notice)
+    Ok(Notice {
+        seq,
+        member,
+        from,
+        relay,
+        forward,
+    })
+}
+
+fn check_forward(forward: &[Forward]) -> Result<(), DropReason> {
+    if forward.len() > FORWARD_MAX {
+        return Err(DropReason::Malformed(format!(
+            "forward list of {} members, the limit is {FORWARD_MAX}",
+            forward.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Decodes a [`NoticeAck`].
@@ -384,6 +436,8 @@ pub struct Directory {
     knows_me: BTreeMap<SocketAddr, u32>,
     /// Set when a decode failed on a sender reference we could not resolve.
     unresolved: bool,
+    /// Identities shared with other nodes of this process (the simulator's), if any.
+    shared: Option<Interner>,
 }
 
 impl Directory {
@@ -445,14 +499,30 @@ impl Directory {
         r: &IdRef<'_>,
         limits: &Limits,
     ) -> Result<NodeId, InvalidInput> {
-        if let Some(k) = self.known.get(&r.key())
-            && k.fingerprint() == r.fingerprint()
+        let (key, fingerprint) = (r.key(), r.fingerprint());
+        if let Some(k) = self.known.get(&key)
+            && k.fingerprint() == fingerprint
         {
             return Ok(k.clone());
         }
-        let id = r.to_owned();
+        let id = match self.shared.as_ref().and_then(|s| s.get(key, fingerprint)) {
+            Some(id) => id,
+            None => {
+                let id = r.to_owned();
+                if let Some(s) = &self.shared {
+                    s.put(&id);
+                }
+                id
+            }
+        };
+        // Checked against our own limits, also when another node built it.
         id.validate(limits)?;
         Ok(self.learn(id))
+    }
+
+    /// Shares identities with the other nodes that use `interner`.
+    pub fn share(&mut self, interner: Interner) {
+        self.shared = Some(interner);
     }
 
     fn resolve(&self, key: NameKey, short: u32) -> Option<NodeId> {
@@ -460,28 +530,6 @@ impl Directory {
             .get(&key)
             .filter(|k| k.short_fingerprint() == short)
             .cloned()
-    }
-}
-
-/// Hashes a [`NameKey`] to itself: it is already a hash of the name (FNV-1a), so hashing it
-/// again would add nothing but time.
-#[derive(Debug, Default)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached for keys other than a `u64`; fold them in (FNV-1a).
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 
