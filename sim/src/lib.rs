@@ -113,6 +113,9 @@ struct Slot {
     tags: Tags,
     /// Bumped on every crash/restart, so timers of a previous life are dropped.
     life: u32,
+    /// The identity version this life started with: every identity of this life (tag
+    /// changes, renewals after being declared down) has this version or a later one.
+    boot_version: u64,
     node: Option<Node>,
     /// Member events this node reported, with the virtual time.
     events: Vec<(Duration, MemberEvent)>,
@@ -311,6 +314,7 @@ impl Sim {
             addr,
             tags,
             life: 0,
+            boot_version: 0,
             node: None,
             events: Vec::new(),
         });
@@ -337,6 +341,7 @@ impl Sim {
         .expect("simulated node names and tags are valid");
         node.share_identities(&self.interner);
         self.slots[ix].node = Some(node);
+        self.slots[ix].boot_version = version;
         self.drain(ix);
     }
 
@@ -797,13 +802,14 @@ impl Sim {
         match e.kind {
             EventKind::Failed => {
                 let subject = self.slots.iter().position(|s| s.name == name);
+                // An identity of the subject's current life: it was up all along (a node
+                // declared down renews its identity at once, so comparing with its current
+                // version would miss exactly those verdicts).
                 if let Some(m) = subject
                     && m != ix
                     && self.is_up(m)
-                    && self.slots[m]
-                        .node
-                        .as_ref()
-                        .is_some_and(|n| n.identity().version() == version)
+                    && self.slots[m].boot_version <= version
+                    && !self.slots[m].node.as_ref().is_some_and(Node::has_left)
                     && self.reachable(ix, m)
                     && self.reachable(m, ix)
                     && self.healed_at.is_none_or(|h| self.now >= h + HEAL_GRACE)

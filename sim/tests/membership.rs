@@ -548,3 +548,24 @@ fn beyond_the_notice_fanout_changes_and_events_are_passed_on() {
         assert_eq!(sim.false_failures, 0, "seed {seed}");
     }
 }
+
+#[test]
+fn a_refuted_suspicion_does_not_make_the_suspect_renew() {
+    for seed in [41u64, 42] {
+        // At 20 % loss probes fail often and most suspicions are refuted in time. A refuted
+        // suspect must keep its identity: nobody declared it down (foca still sent it its
+        // "you are down" courtesy message when the stale suspicion timer fired).
+        let mut sim = cluster(seed, 60);
+        let versions: Vec<u64> = (0..60).map(|ix| sim.version(ix)).collect();
+        sim.set_network_faults(0.2, 0.0);
+        sim.run_for(120 * S);
+        for (ix, v) in versions.into_iter().enumerate() {
+            assert_eq!(
+                sim.version(ix),
+                v,
+                "seed {seed}: node{ix} renewed its identity"
+            );
+        }
+        assert_eq!(sim.false_failures, 0, "seed {seed}");
+    }
+}

@@ -817,6 +817,7 @@ impl Node {
                 if !self.left {
                     let suspects_me = notice.member.state() == State::Suspect
                         && notice.member.id() == self.identity();
+                    let incarnation = notice.member.incarnation();
                     let m = notice.member;
                     if !notice.forward.is_empty() && self.forwarded.insert((from, notice.seq)) {
                         self.forwarded_order.push_back((from, notice.seq));
@@ -844,10 +845,15 @@ impl Node {
                     self.foca
                         .apply_many(std::iter::once(m), notice.relay, &mut self.rt)
                         .map_err(|e| DropReason::Protocol(e.to_string()))?;
-                    // Lifeguard's buddy system: foca has refuted by raising our incarnation;
-                    // every packet we send carries it, so answer the prober right away.
-                    if suspects_me && let Some(prober) = notice.from {
-                        let _ = self.foca.announce(prober, &mut self.rt);
+                    // Lifeguard's buddy system: foca has refuted by raising our incarnation
+                    // above the suspected one. Tell the member that asked, acknowledged: left
+                    // to gossip, the refutation can lose the race with its suspicion timeout
+                    // under loss (alive at a higher incarnation beats the suspicion; foca may
+                    // be higher still, which any later packet of ours shows).
+                    if suspects_me && incarnation < foca::Incarnation::MAX {
+                        let me =
+                            Member::new(self.identity().clone(), incarnation + 1, State::Alive);
+                        self.post_notice(vec![from], me, false);
                     }
                 }
                 let ack = wire::encode(Kind::NoticeAck, &NoticeAck { seq: notice.seq });
@@ -958,7 +964,7 @@ impl Node {
                     foca::Timer::RemoveDown(id) => Some(id.clone()),
                     _ => None,
                 };
-                if !self.left {
+                if !self.left && !self.stale_suspicion(&t) {
                     // Errors here are foca noticing a stale or out-of-order timer: nothing
                     // to do but carry on.
                     self.in_foca_timer = true;
@@ -1012,7 +1018,10 @@ impl Node {
                     foca::Timer::ChangeSuspectToDown { member_id, .. } => member_id.addr(),
                     _ => return,
                 };
-                if self.unconfirmed.remove(&addr) == Some(false) && !self.left {
+                if self.unconfirmed.remove(&addr) == Some(false)
+                    && !self.left
+                    && !self.stale_suspicion(&t)
+                {
                     if let Err(e) = self.foca.handle_timer(t, &mut self.rt) {
                         tracing::debug!(error = %e, "early suspicion verdict refused");
                     }
@@ -1035,6 +1044,25 @@ impl Node {
             }
         }
         self.drain_foca();
+    }
+
+    /// True for a suspicion timer whose suspicion is over (refuted, or the member replaced
+    /// or gone). foca 2.0 checks that itself before declaring the member down, but still
+    /// sends it its courtesy "you are down" message (`TurnUndead`), which makes a live member
+    /// that refuted in time renew its identity as if it had been declared down: every
+    /// member sees it fail over to a new version. Such timers are dropped here.
+    fn stale_suspicion(&self, t: &foca::Timer<NodeId>) -> bool {
+        let foca::Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = t
+        else {
+            return false;
+        };
+        !self.foca.iter_membership_state().any(|m| {
+            m.id() == member_id && m.incarnation() == *incarnation && m.state() == State::Suspect
+        })
     }
 
     /// One reconnect tick: forget lost members that are back (or lost for longer than the
@@ -1571,6 +1599,13 @@ impl Node {
             }
             OwnedNotification::Rejoin(id) => {
                 tracing::info!(identity = ?id, "was declared down; rejoined under a new version");
+                // Tell every member at once, acknowledged: left to gossip, the new identity
+                // may never reach members that hold the old one as alive (they did not hear
+                // the verdict either), least of all under the loss that caused the verdict.
+                if !self.left {
+                    self.send_notice(Member::alive(id.clone()));
+                    self.announced = Some(id);
+                }
                 false
             }
         }
