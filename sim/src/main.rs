@@ -58,10 +58,15 @@ struct Args {
     /// Facts timed per kind, at most.
     #[arg(long, default_value_t = 20)]
     sample: usize,
-    /// Members a join, leave or tag-change notice goes to directly (0: gossip only, to compare
-    /// with gossip-only models) [default: 128].
+    /// Members a notice goes to directly, the rest through them (0: gossip only, to compare
+    /// with gossip-only models) [default: 1024].
     #[arg(long)]
     notice_fanout: Option<usize>,
+    /// Lifeguard's early verdict: a suspect that sends nothing at all for this long while
+    /// asked is declared failed (0: none, wait for the full timeout) [default: the
+    /// profile's].
+    #[arg(long)]
+    confirm_ms: Option<u64>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -103,6 +108,9 @@ fn main() -> ExitCode {
     }
     if let Some(f) = a.notice_fanout {
         core.notice_fanout = f;
+    }
+    if let Some(ms) = a.confirm_ms {
+        core.suspicion_confirm = (ms > 0).then(|| Duration::from_millis(ms));
     }
     let cfg = RunConfig {
         nodes: a.nodes,
