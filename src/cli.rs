@@ -157,6 +157,10 @@ pub struct AgentArgs {
     /// [default: 1024]
     #[arg(long, env = "GOSSIP_EVENT_SIZE_MAX", value_name = "BYTES")]
     pub event_size_max: Option<usize>,
+    /// Largest tag set this agent advertises or accepts from a member: keys plus values plus
+    /// 2 a tag, 16 to 1200 bytes; the same on every member [default: 1024]
+    #[arg(long, env = "GOSSIP_TAGS_SIZE_MAX", value_name = "BYTES")]
+    pub tags_size_max: Option<usize>,
     /// A built-in writer, KIND:KEY=VALUE,...; KIND is nginx, hipache, dnsmasq or template;
     /// repeatable (see the README for the keys)
     #[arg(long = "writer", value_name = "KIND:K=V,...")]

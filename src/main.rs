@@ -118,6 +118,7 @@ fn run_agent(runtime: &tokio::runtime::Runtime, a: cli::AgentArgs) -> ExitCode {
         coalesce_quiet_ms: a.coalesce_quiet,
         coalesce_max_ms: a.coalesce_max,
         event_size_max: a.event_size_max,
+        tags_size_max: a.tags_size_max,
         writers: a.writers,
     };
     let config = match AgentConfig::resolve(overrides) {

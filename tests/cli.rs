@@ -32,6 +32,10 @@ fn bad_flag_values_name_the_flag_and_exit_2() {
             "rpc-addr",
         ),
         (&["--node", "a", "--rpc-token", "short"][..], "rpc-token"),
+        (
+            &["--node", "a", "--tags-size-max", "9000"][..],
+            "tags-size-max",
+        ),
         (&["--node", "a", "--no-such-flag"][..], "--no-such-flag"),
         (&["members", "--format", "yaml"][..], "format"),
         (&["members", "--tag", "nokv"][..], "--tag"),

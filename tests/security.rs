@@ -250,3 +250,85 @@ fn encrypted_cluster_keeps_strangers_out_and_rotates_keys_without_downtime() {
     let (ok, out) = keys(&a, &["--install", "short"]);
     assert!(!ok && out.contains("invalid key"), "{out}");
 }
+
+/// The largest identities the limits allow (128-byte names, 1,200 bytes of tags with
+/// `--tags-size-max 1200`) fit the datagram sealed: three such agents join, each sees the
+/// others' tags in full, and a runtime tag change at the limit arrives too.
+#[test]
+fn the_largest_names_and_tags_travel_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = test_net();
+    let addr = |i: u8, port: u16| format!("127.77.{net}.{i}:{port}").parse().unwrap();
+    let key = keygen();
+    const FILL: usize = 1200 - 15 - 2 * (2 + 2); // two tags with 2-byte keys
+    const A_LEN: usize = FILL / 2;
+    let name = |i: u8| format!("{i}{}", "n".repeat(127));
+    // 1,200 bytes: key + value + 2 for each tag ("role" takes its share).
+    let tags = |i: u8| {
+        let mut t = vec!["--role".to_string(), "appserver".to_string()];
+        let used = 4 + 9 + 2;
+        t.extend(["--tag".into(), format!("a{i}={}", "x".repeat(A_LEN))]);
+        t.extend(["--tag".into(), format!("b{i}={}", "y".repeat(FILL - A_LEN))]);
+        assert_eq!(used + FILL + 2 * (2 + 2), 1200);
+        t
+    };
+    let join = format!("127.77.{net}.1:7946");
+    let agents: Vec<Agent> = (1..=3)
+        .map(|i| {
+            let mut args: Vec<String> = vec![
+                "--encrypt".into(),
+                key.clone(),
+                "--tags-size-max".into(),
+                "1200".into(),
+                "--join".into(),
+                join.clone(),
+            ];
+            args.extend(tags(i));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Agent::start(&name(i), addr(i, 7946), addr(i, 7373), &args, dir.path())
+        })
+        .collect();
+    let full = |a: &Agent, i: u8| {
+        a.member(&name(i)).is_some_and(|m| {
+            m["status"] == "alive"
+                && m["tags"][format!("a{i}")].as_str().map(str::len) == Some(A_LEN)
+                && m["tags"][format!("b{i}")].as_str().map(str::len) == Some(FILL - A_LEN)
+        })
+    };
+    let ok = wait_until(Duration::from_secs(20), || {
+        agents.iter().all(|a| (1..=3).all(|i| full(a, i)))
+    });
+    let refs: Vec<&Agent> = agents.iter().collect();
+    assert!(
+        ok.is_some(),
+        "not all saw all in full\n{}",
+        crate::util::logs(&refs)
+    );
+
+    // A tag change that keeps the set at the limit, and one beyond it, refused by name.
+    let a1 = &agents[0];
+    let out = a1.cli(&["tags", "--set", &format!("a1={}", "z".repeat(A_LEN))]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = a1.cli(&["tags", "--set", "c=1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tag"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let changed = |a: &Agent| {
+        a.member(&name(1)).is_some_and(|m| {
+            m["tags"]["a1"].as_str().is_some_and(|v| v.starts_with('z')) && m["tags"]["c"].is_null()
+        })
+    };
+    let ok = wait_until(Duration::from_secs(20), || agents.iter().all(changed));
+    assert!(
+        ok.is_some(),
+        "the change did not arrive\n{}",
+        crate::util::logs(&refs)
+    );
+}

@@ -823,4 +823,106 @@ mod tests {
         };
         assert!(decode_sync(payload, &tight, &mut Directory::default()).is_err());
     }
+
+    mod codec_round_trip {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn identity() -> impl Strategy<Value = NodeId> {
+            (
+                "[A-Za-z0-9._-]{1,24}",
+                any::<[u8; 4]>(),
+                any::<u16>(),
+                any::<u64>(),
+                any::<bool>(),
+                proptest::collection::btree_map("[a-z0-9_.-]{1,8}", "[ -~]{0,24}", 0..5),
+            )
+                .prop_map(|(name, ip, port, version, leaving, tags)| {
+                    let addr = SocketAddr::from((ip, port));
+                    let id = NodeId::new(&name, addr, version, tags, &Limits::default())
+                        .expect("the strategy draws valid identities");
+                    if leaving { id.as_leaving() } else { id }
+                })
+        }
+
+        fn state() -> impl Strategy<Value = foca::State> {
+            prop_oneof![
+                Just(foca::State::Alive),
+                Just(foca::State::Suspect),
+                Just(foca::State::Down)
+            ]
+        }
+
+        fn member() -> impl Strategy<Value = Member<NodeId>> {
+            (identity(), any::<u16>(), state()).prop_map(|(id, inc, st)| Member::new(id, inc, st))
+        }
+
+        fn same(a: &Member<NodeId>, b: &Member<NodeId>) -> bool {
+            a == b
+                && a.id().name() == b.id().name()
+                && a.id().addr() == b.id().addr()
+                && a.id().version() == b.id().version()
+                && a.id().is_leaving() == b.id().is_leaving()
+                && a.id().tags() == b.id().tags()
+        }
+
+        proptest! {
+            #[test]
+            fn sync_notices_and_foca_members_round_trip(
+                members in proptest::collection::vec(member(), 0..8),
+                from in proptest::option::of(identity()),
+                forward in proptest::collection::vec((any::<[u8; 8]>(), any::<([u8; 4], u16)>()), 0..4),
+                reply in any::<bool>(),
+            ) {
+                let limits = Limits::default();
+                // A directory that holds nothing builds every identity; one that holds them
+                // all hands back its own copies: both must give the same members.
+                let mut empty = Directory::default();
+                let mut full = Directory::default();
+                for m in &members {
+                    full.learn(m.id().clone());
+                }
+                let sync = Sync { reply, members: members.clone() };
+                let bytes = encode(Kind::Sync, &sync);
+                for dir in [&mut empty, &mut full] {
+                    let back = decode_sync(&bytes[ENVELOPE_LEN..], &limits, dir).unwrap();
+                    prop_assert_eq!(back.reply, reply);
+                    prop_assert_eq!(back.members.len(), members.len());
+                    for (a, b) in back.members.iter().zip(&members) {
+                        prop_assert!(same(a, b), "{:?} != {:?}", a, b);
+                    }
+                }
+
+                let forward: Vec<Forward> = forward
+                    .into_iter()
+                    .map(|(k, (ip, port))| (k, SocketAddr::from((ip, port))))
+                    .collect();
+                for m in &members {
+                    let notice = Notice {
+                        seq: 7,
+                        member: m.clone(),
+                        from: from.clone(),
+                        relay: reply,
+                        forward: forward.clone(),
+                    };
+                    let bytes = encode(Kind::Notice, &notice);
+                    let back = decode_notice(&bytes[ENVELOPE_LEN..], &limits, &mut Directory::default())
+                        .unwrap();
+                    prop_assert!(same(&back.member, m));
+                    prop_assert_eq!(back.seq, 7);
+                    prop_assert_eq!(back.relay, reply);
+                    prop_assert_eq!(&back.forward, &forward);
+                    prop_assert_eq!(back.from.as_ref().map(NodeId::tags), from.as_ref().map(NodeId::tags));
+
+                    let mut codec = ValidatingCodec::new(limits);
+                    let mut buf = Vec::new();
+                    codec.encode_member(m, &mut buf).unwrap();
+                    let mut slice = &buf[..];
+                    let back = codec.decode_member(&mut slice).unwrap();
+                    prop_assert!(same(&back, m));
+                    prop_assert!(slice.is_empty());
+                }
+            }
+        }
+    }
 }

@@ -20,6 +20,9 @@ pub const DEFAULT_PORT: u16 = 7946;
 pub const DEFAULT_RPC: &str = "127.0.0.1:7373";
 /// The largest `--event-size-max`: an event travels in one datagram.
 pub const EVENT_SIZE_LIMIT: usize = 2048;
+/// The largest `--tags-size-max`: a probe names two members in full (name and tags) in one
+/// datagram, sealed or not.
+pub const TAGS_SIZE_LIMIT: usize = 1200;
 
 /// The config file, as written. Every field is optional.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -65,6 +68,8 @@ pub struct FileConfig {
     pub coalesce_max_ms: Option<u64>,
     /// Largest user event (name plus payload), in bytes.
     pub event_size_max: Option<usize>,
+    /// Largest tag set (keys plus values plus 2 a tag), in bytes.
+    pub tags_size_max: Option<usize>,
     /// Built-in writers (`[[writer]]` tables; flags add to these).
     #[serde(default)]
     pub writer: Vec<WriterConfig>,
@@ -137,6 +142,8 @@ pub struct Overrides {
     pub coalesce_max_ms: Option<u64>,
     /// `--event-size-max` in bytes.
     pub event_size_max: Option<usize>,
+    /// `--tags-size-max` in bytes.
+    pub tags_size_max: Option<usize>,
     /// `--writer KIND:K=V,...` (repeatable).
     pub writers: Vec<String>,
 }
@@ -258,7 +265,16 @@ impl AgentConfig {
 
     /// Resolves defaults, the given file content and overrides.
     pub fn resolve_with(file: FileConfig, ov: Overrides) -> Result<Self, ConfigError> {
-        let limits = Limits::default();
+        let mut limits = Limits::default();
+        if let Some(n) = ov.tags_size_max.or(file.tags_size_max) {
+            if !(16..=TAGS_SIZE_LIMIT).contains(&n) {
+                return Err(bad(
+                    "tags-size-max",
+                    format!("{n} is not between 16 and {TAGS_SIZE_LIMIT} bytes"),
+                ));
+            }
+            limits.tags_bytes_max = n;
+        }
         let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or(file.clone());
 
         let node = match pick(&ov.node, &file.node) {
@@ -336,6 +352,7 @@ impl AgentConfig {
             .transpose()?
             .unwrap_or_default();
         let mut core = CoreConfig::new(profile);
+        core.limits.tags_bytes_max = limits.tags_bytes_max;
         if let Some(n) = ov.event_size_max.or(file.event_size_max) {
             if !(1..=EVENT_SIZE_LIMIT).contains(&n) {
                 return Err(bad(
@@ -609,6 +626,23 @@ mod tests {
         o.event_size_max = Some(4096);
         let e = AgentConfig::resolve_with(FileConfig::default(), o).unwrap_err();
         assert!(e.to_string().contains("event-size-max"), "{e}");
+    }
+
+    #[test]
+    fn tags_size_limit_is_configurable_and_checked_against_the_tags() {
+        let c = AgentConfig::resolve_with(FileConfig::default(), ov()).unwrap();
+        assert_eq!(c.core.limits.tags_bytes_max, 1024);
+        let file: FileConfig = toml::from_str("tags_size_max = 1200\n").unwrap();
+        let mut o = ov();
+        o.tags = vec![format!("big={}", "x".repeat(1100))];
+        let c = AgentConfig::resolve_with(file, o.clone()).unwrap();
+        assert_eq!(c.core.limits.tags_bytes_max, 1200);
+        let e = AgentConfig::resolve_with(FileConfig::default(), o).unwrap_err();
+        assert!(e.to_string().contains("tag"), "{e}");
+        let mut o = ov();
+        o.tags_size_max = Some(4096);
+        let e = AgentConfig::resolve_with(FileConfig::default(), o).unwrap_err();
+        assert!(e.to_string().contains("tags-size-max"), "{e}");
     }
 
     #[test]
