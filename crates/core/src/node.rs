@@ -828,19 +828,7 @@ impl Node {
                         }
                         let sender = notice.from.as_ref().map_or(NameKey(0), NodeId::key);
                         let targets = self.forward_targets(sender, from, &notice.forward);
-                        let (member, origin) = (m.clone(), notice.from.clone());
-                        self.post(targets, |seq| {
-                            wire::encode(
-                                Kind::Notice,
-                                &Notice {
-                                    seq,
-                                    member,
-                                    from: origin,
-                                    relay: false,
-                                    forward: Vec::new(),
-                                },
-                            )
-                        });
+                        self.post_notice_from(targets, m.clone(), notice.from.clone(), false);
                     }
                     self.foca
                         .apply_many(std::iter::once(m), notice.relay, &mut self.rt)
@@ -1221,6 +1209,18 @@ impl Node {
         relay: bool,
     ) -> Option<u64> {
         let from = Some(self.identity().clone());
+        self.post_notice_from(targets, member, from, relay)
+    }
+
+    /// [`Self::post_notice`] on behalf of `from` (the member that first sent it, when this
+    /// node passes it on to its share).
+    fn post_notice_from(
+        &mut self,
+        targets: Vec<SocketAddr>,
+        member: Member<NodeId>,
+        from: Option<NodeId>,
+        relay: bool,
+    ) -> Option<u64> {
         self.post(targets, |seq| {
             wire::encode(
                 Kind::Notice,
