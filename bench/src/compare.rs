@@ -958,6 +958,48 @@ fn render(
             );
         }
     }
+    // The idle targets, for every N: RSS at most 5 MiB, CPU and bytes at most Serf's.
+    let _ = writeln!(r, "\nIdle targets (every N):\n");
+    let _ = writeln!(r, "| figure | N | ours | Serf | target | met |");
+    let _ = writeln!(r, "|---|---|---|---|---|---|");
+    let idle_of = |n: usize, k: Kind| {
+        results
+            .get(&(n, k))
+            .and_then(|runs| runs.iter().find_map(|x| x.idle.clone()))
+    };
+    let sizes: std::collections::BTreeSet<usize> = results.keys().map(|(n, _)| *n).collect();
+    for n in sizes {
+        let (Some(ours), Some(serf)) = (idle_of(n, Kind::Ours), idle_of(n, Kind::Serf)) else {
+            continue;
+        };
+        let rows = [
+            (
+                "RSS per agent",
+                format!("{:.2} MiB", ours.rss_kib / 1024.0),
+                format!("{:.2} MiB", serf.rss_kib / 1024.0),
+                "<= 5 MiB",
+                ours.rss_kib <= 5.0 * 1024.0,
+            ),
+            (
+                "CPU per agent",
+                format!("{:.2} %", ours.cpu_pct),
+                format!("{:.2} %", serf.cpu_pct),
+                "<= Serf's",
+                ours.cpu_pct <= serf.cpu_pct,
+            ),
+            (
+                "gossip bytes/s per agent",
+                format!("{:.0}", ours.bytes_per_s),
+                format!("{:.0}", serf.bytes_per_s),
+                "<= Serf's",
+                ours.bytes_per_s <= serf.bytes_per_s,
+            ),
+        ];
+        for (name, a, b, target, ok) in rows {
+            let met = if ok { "yes" } else { "**no**" };
+            let _ = writeln!(r, "| {name} | {n} | {a} | {b} | {target} | {met} |");
+        }
+    }
     let _ = writeln!(r, "\nPoll rounds (the timings' resolution):\n");
     let _ = writeln!(r, "| N | impl | median round | max round |");
     let _ = writeln!(r, "|---|---|---|---|");
