@@ -2,7 +2,7 @@
 //! regular expressions (anchored, as Serf's member filters) and status.
 
 use gossip_core::{MemberInfo, Status};
-use regex::Regex;
+use regex_lite::Regex;
 
 /// Conditions on a member's tags; all must hold. A missing tag never matches.
 #[derive(Debug, Clone, Default)]

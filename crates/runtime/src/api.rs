@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use gossip_core::{MemberInfo, Stats, Tags};
-use regex::Regex;
+use regex_lite::Regex;
 use serde::{Deserialize, Serialize};
 
 /// One member, in the shape of `serf members -format json`.
