@@ -16,21 +16,26 @@
 //! - false failures: any live member seen failed by anyone, in any poll, during the run.
 //!
 //! Membership is polled through each agent's API: our HTTP API, Serf's msgpack RPC (one
-//! connection per agent, kept open). A poll round asks every agent not yet satisfied; the
-//! round's duration is the resolution of the timings (reported).
+//! connection per agent, kept open), by four threads that take the agents not yet satisfied
+//! in turn, so that one agent slow to answer (a hundred handler scripts starting at once on
+//! two cores) delays only its own poll. A figure is the end of the poll that saw the last
+//! agent reach the state; the interval between two polls of one agent is its resolution
+//! (reported), and the join's lower bound (the latest poll that saw an agent lacking one) is
+//! reported too.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 /// The two implementations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Kind {
     /// gossip-agent.
     Ours,
@@ -69,6 +74,8 @@ pub struct Opts {
     pub serf: PathBuf,
     /// Where to write the markdown report.
     pub out: Option<PathBuf>,
+    /// Run only this implementation (a diagnostic: the report then has no ratios).
+    pub only: Option<Kind>,
 }
 
 /// One measured figure of one repetition.
@@ -83,6 +90,11 @@ struct Run {
     int: Option<Duration>,
     int_status: String,
     false_failures: usize,
+    /// The observers that listed everyone last, and whom they lacked at their last poll
+    /// before that (see [`stragglers`]).
+    join_stragglers: String,
+    /// The join's lower bound: the latest poll that saw an agent not yet listing everyone.
+    join_low: Option<Duration>,
     poll: Vec<Duration>,
     idle: Option<Idle>,
 }
@@ -184,6 +196,33 @@ impl SerfRpc {
     }
 }
 
+/// What the agent at `addr` lists, name to status: ours through its HTTP API, Serf through
+/// its RPC connection `rpc` (opened when `None`, dropped on an error).
+fn poll_view(
+    kind: Kind,
+    addr: SocketAddr,
+    rpc: &mut Option<SerfRpc>,
+) -> Option<HashMap<String, String>> {
+    match kind {
+        Kind::Ours => ours_members(addr),
+        Kind::Serf => {
+            if rpc.is_none() {
+                *rpc = SerfRpc::connect(addr).ok();
+            }
+            let r = rpc.as_mut()?.members();
+            if r.is_err() {
+                *rpc = None;
+            }
+            r.ok()
+        }
+    }
+}
+
+/// Polling threads of [`Cluster::until`]: two per core of the machine this was written for.
+const POLLERS: usize = 4;
+/// The shortest interval between two polls of one agent.
+const POLL_GAP: Duration = Duration::from_millis(5);
+
 /// Our API: `GET /v1/members` with HTTP/1.0.
 fn ours_members(addr: SocketAddr) -> Option<HashMap<String, String>> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
@@ -238,7 +277,15 @@ struct Cluster {
     /// Names that are expected down (killed, stopped): not false failures.
     down: HashSet<String>,
     false_failures: HashSet<(String, String)>,
+    /// Intervals between two polls of one agent, over the run.
     rounds: Vec<Duration>,
+    /// The last [`Cluster::until`]: when each observer first met the predicate (since
+    /// `from`), and its last view before that, with that poll's time.
+    met: BTreeMap<usize, Duration>,
+    unmet: BTreeMap<usize, (Duration, HashMap<String, String>)>,
+    /// The last [`Cluster::until`]'s lower bound: the latest poll that saw an observer not
+    /// yet satisfied, by its start.
+    low: Duration,
 }
 
 impl Drop for Cluster {
@@ -273,6 +320,9 @@ impl Cluster {
             down: HashSet::new(),
             false_failures: HashSet::new(),
             rounds: Vec::new(),
+            met: BTreeMap::new(),
+            unmet: BTreeMap::new(),
+            low: Duration::ZERO,
         }
     }
 
@@ -352,61 +402,126 @@ impl Cluster {
     /// What node `i` lists: name to status.
     fn view(&mut self, i: usize) -> Option<HashMap<String, String>> {
         let addr = self.rpc_addr(i);
-        match self.kind {
-            Kind::Ours => ours_members(addr),
-            Kind::Serf => {
-                if self.nodes[i].rpc.is_none() {
-                    self.nodes[i].rpc = SerfRpc::connect(addr).ok();
-                }
-                let r = self.nodes[i].rpc.as_mut()?.members();
-                match r {
-                    Ok(m) => Some(m),
-                    Err(_) => {
-                        self.nodes[i].rpc = None;
-                        None
-                    }
-                }
-            }
-        }
+        poll_view(self.kind, addr, &mut self.nodes[i].rpc)
     }
 
-    /// Polls the observers until `pred` holds on each; returns the time since `from` of the
-    /// round that saw the last one, and each observer's final view.
+    /// Polls the observers until `pred` holds on each, with [`POLLERS`] threads taking the
+    /// observers not yet satisfied in turn (one agent slow to answer holds up only its
+    /// poller; an agent is asked again [`POLL_GAP`] after its last poll at the earliest).
+    /// Returns the time since `from` when the poll that saw the last one satisfied ended
+    /// (an upper bound: it held by then), and each observer's final view. Fills
+    /// [`Cluster::met`], [`Cluster::unmet`] (each observer's last poll that did not see it,
+    /// by its start: a lower bound), [`Cluster::low`] (the latest of those) and the
+    /// intervals between two polls of one agent.
     fn until(
         &mut self,
         observers: &[usize],
         from: Instant,
         limit: Duration,
-        pred: impl Fn(&HashMap<String, String>) -> bool,
+        pred: impl Fn(&HashMap<String, String>) -> bool + std::marker::Sync,
     ) -> (Option<Duration>, Vec<HashMap<String, String>>) {
-        let mut pending: Vec<usize> = observers.to_vec();
-        let mut last: BTreeMap<usize, HashMap<String, String>> = BTreeMap::new();
-        loop {
-            let round = Instant::now();
-            let mut still = Vec::new();
-            for &i in &pending {
-                let v = self.view(i).unwrap_or_default();
-                for (name, status) in &v {
-                    if status == "failed" && !self.down.contains(name) {
-                        self.false_failures
-                            .insert((self.nodes[i].name.clone(), name.clone()));
-                    }
-                }
-                if !pred(&v) {
-                    still.push(i);
-                }
-                last.insert(i, v);
-            }
-            self.rounds.push(round.elapsed());
-            pending = still;
-            if pending.is_empty() {
-                return (Some(from.elapsed()), last.into_values().collect());
-            }
-            if from.elapsed() >= limit {
-                return (None, last.into_values().collect());
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        #[derive(Default)]
+        struct Shared {
+            queue: VecDeque<usize>,
+            in_flight: usize,
+            last: BTreeMap<usize, HashMap<String, String>>,
+            met: BTreeMap<usize, Duration>,
+            unmet: BTreeMap<usize, (Duration, HashMap<String, String>)>,
+            polled_at: HashMap<usize, Instant>,
+            gaps: Vec<Duration>,
+            failed: Vec<(usize, String)>,
         }
+        let kind = self.kind;
+        let addrs: Vec<SocketAddr> = (0..self.nodes.len()).map(|i| self.rpc_addr(i)).collect();
+        let conns: Vec<Mutex<Option<SerfRpc>>> = self
+            .nodes
+            .iter_mut()
+            .map(|n| Mutex::new(n.rpc.take()))
+            .collect();
+        let shared = Mutex::new(Shared {
+            queue: observers.iter().copied().collect(),
+            ..Shared::default()
+        });
+        fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+            m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+        std::thread::scope(|s| {
+            for _ in 0..POLLERS.min(observers.len()) {
+                s.spawn(|| {
+                    loop {
+                        let next = {
+                            let mut g = lock(&shared);
+                            if (g.queue.is_empty() && g.in_flight == 0) || from.elapsed() >= limit {
+                                break;
+                            }
+                            let next = g.queue.pop_front();
+                            if let Some(i) = next {
+                                g.in_flight += 1;
+                                Some((i, g.polled_at.get(&i).copied()))
+                            } else {
+                                None
+                            }
+                        };
+                        let Some((i, prev)) = next else {
+                            std::thread::sleep(Duration::from_millis(1));
+                            continue;
+                        };
+                        if let Some(p) = prev {
+                            std::thread::sleep(POLL_GAP.saturating_sub(p.elapsed()));
+                        }
+                        let start = Instant::now();
+                        let v = {
+                            let mut c = conns[i]
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            poll_view(kind, addrs[i], &mut c).unwrap_or_default()
+                        };
+                        let end = from.elapsed();
+                        let ok = pred(&v);
+                        let mut g = lock(&shared);
+                        g.in_flight -= 1;
+                        if let Some(p) = prev {
+                            g.gaps.push(start.saturating_duration_since(p));
+                        }
+                        g.polled_at.insert(i, start);
+                        for (name, status) in &v {
+                            if status == "failed" {
+                                g.failed.push((i, name.clone()));
+                            }
+                        }
+                        if ok {
+                            g.met.insert(i, end);
+                        } else {
+                            g.unmet
+                                .insert(i, (start.saturating_duration_since(from), v.clone()));
+                            g.queue.push_back(i);
+                        }
+                        g.last.insert(i, v);
+                    }
+                });
+            }
+        });
+        let g = shared
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (n, c) in self.nodes.iter_mut().zip(conns) {
+            n.rpc = c
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        for (i, name) in g.failed {
+            if !self.down.contains(&name) {
+                self.false_failures
+                    .insert((self.nodes[i].name.clone(), name));
+            }
+        }
+        self.rounds.extend(g.gaps);
+        self.low = g.unmet.values().map(|(t, _)| *t).max().unwrap_or_default();
+        let done = observers.iter().all(|i| g.met.contains_key(i));
+        let t = done.then(|| g.met.values().copied().max().unwrap_or_default());
+        self.met = g.met;
+        self.unmet = g.unmet;
+        (t, g.last.into_values().collect())
     }
 
     fn pid(&self, i: usize) -> Option<nix::unistd::Pid> {
@@ -438,6 +553,38 @@ impl Cluster {
             let _ = c.wait();
         }
     }
+}
+
+/// The `k` observers of the last [`Cluster::until`] that met it last: when, and which of
+/// `names` each lacked (absent, or its status) at its last poll before that: "n37 at 0.41 s
+/// (0.35 s: n88 absent)". Where the time goes in a slow repetition.
+fn stragglers(c: &Cluster, names: &[String], k: usize) -> String {
+    let mut met: Vec<(Duration, usize)> = c.met.iter().map(|(i, t)| (*t, *i)).collect();
+    met.sort_unstable_by(|a, b| b.cmp(a));
+    met.iter()
+        .take(k)
+        .map(|&(t, i)| {
+            let lacked = c.unmet.get(&i).map_or_else(String::new, |(at, v)| {
+                let missing: Vec<String> = names
+                    .iter()
+                    .filter_map(|x| match v.get(x).map(String::as_str) {
+                        Some("alive") => None,
+                        Some(s) => Some(format!("{x} {s}")),
+                        None => Some(format!("{x} absent")),
+                    })
+                    .collect();
+                let more = missing.len().saturating_sub(5);
+                let shown = missing[..missing.len().min(5)].join(", ");
+                if more > 0 {
+                    format!(" ({}: {shown} and {more} more)", secs(*at))
+                } else {
+                    format!(" ({}: {shown})", secs(*at))
+                }
+            });
+            format!("{} at {}{lacked}", c.nodes[i].name, secs(t))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Which statuses the views hold for `name`, counted: "left x9".
@@ -615,6 +762,8 @@ fn one_run(
         names.iter().all(|x| v.get(x).is_some_and(|s| s == "alive"))
     });
     run.join = t;
+    run.join_low = t.map(|_| c.low);
+    run.join_stragglers = stragglers(&c, &names, 3);
 
     // A late joiner, once the cluster has been quiet for a second (as a scale-up after the
     // initial start would be): its member-join handler on every other agent.
@@ -741,6 +890,9 @@ pub fn compare(o: &Opts) {
     for &n in &o.sizes {
         for rep in 0..o.reps {
             for kind in [Kind::Ours, Kind::Serf] {
+                if o.only.is_some_and(|k| k != kind) {
+                    continue;
+                }
                 let bin = if kind == Kind::Ours { &o.ours } else { &o.serf };
                 let idle = (rep == 0).then_some((o.settle, o.idle));
                 eprintln!("N={n} rep {} {} ...", rep + 1, kind.name());
@@ -748,6 +900,10 @@ pub fn compare(o: &Opts) {
                 eprintln!(
                     "    join {:?} handler {:?} fail {:?} term {} int {:?} false failures {}",
                     r.join, r.handler, r.fail, r.term_status, r.int, r.false_failures
+                );
+                eprintln!(
+                    "    join after {:?}; last to list all: {}",
+                    r.join_low, r.join_stragglers
                 );
                 subnet = subnet.wrapping_add(1).max(1);
                 results.entry((n, kind)).or_default().push(r);
@@ -807,8 +963,8 @@ fn render(
     let _ = writeln!(
         r,
         "Times in seconds, min / median / max over the repetitions; ratio = median ours / \
-         median Serf. Each is the time of the poll round that saw the last agent reach the \
-         state, so the true time lies up to one round earlier (round durations below).\n"
+         median Serf. Each is the end of the poll that saw the last agent reach the state, so \
+         the true time lies up to one poll interval earlier (intervals below).\n"
     );
     let _ = writeln!(r, "| figure | N | ours | Serf | ratio | target | met |");
     let _ = writeln!(r, "|---|---|---|---|---|---|---|");
@@ -912,6 +1068,32 @@ fn render(
             spread(Kind::Serf)
         );
     }
+    if let Some(&n) = o.sizes.iter().max() {
+        let _ = writeln!(
+            r,
+            "\nJoin at N={n}, per repetition: the three agents that listed everyone last, and \
+             what each lacked at its poll before that (the true join time lies after the \
+             latest poll that saw an agent lacking one, and before the end of the poll that \
+             saw the last one list everyone):\n"
+        );
+        let _ = writeln!(r, "| impl | rep | join between | last to list all |");
+        let _ = writeln!(r, "|---|---|---|---|");
+        for k in [Kind::Ours, Kind::Serf] {
+            for (i, x) in results.get(&(n, k)).into_iter().flatten().enumerate() {
+                let _ = writeln!(
+                    r,
+                    "| {} | {} | {} | {} |",
+                    k.name(),
+                    i + 1,
+                    match (x.join_low, x.join) {
+                        (Some(a), Some(b)) => format!("{} and {}", secs(a), secs(b)),
+                        _ => "never".into(),
+                    },
+                    x.join_stragglers
+                );
+            }
+        }
+    }
     let _ = writeln!(r, "\nWhat the others converged to (first repetition):\n");
     let _ = writeln!(
         r,
@@ -1000,8 +1182,13 @@ fn render(
             let _ = writeln!(r, "| {name} | {n} | {a} | {b} | {target} | {met} |");
         }
     }
-    let _ = writeln!(r, "\nPoll rounds (the timings' resolution):\n");
-    let _ = writeln!(r, "| N | impl | median round | max round |");
+    let _ = writeln!(
+        r,
+        "\nInterval between two polls of one agent, while it was not yet there (the timings' \
+         resolution; {POLLERS} polling threads, {} ms apart at least):\n",
+        POLL_GAP.as_millis()
+    );
+    let _ = writeln!(r, "| N | impl | median interval | max interval |");
     let _ = writeln!(r, "|---|---|---|---|");
     for ((n, k), runs) in results {
         let all: Vec<Duration> = runs.iter().flat_map(|x| x.poll.iter().copied()).collect();

@@ -93,6 +93,9 @@ enum Cmd {
         /// The agent binary (default: build target/release/gossip-agent).
         #[arg(long)]
         agent_bin: Option<PathBuf>,
+        /// Run only one implementation (to study it; the report then has no ratios).
+        #[arg(long, value_enum)]
+        only: Option<compare::Kind>,
     },
 }
 
@@ -133,6 +136,7 @@ fn main() {
             idle_secs,
             out,
             agent_bin,
+            only,
         } => {
             if nodes.is_empty() || nodes.iter().any(|n| !(4..=250).contains(n)) || reps == 0 {
                 eprintln!("error: invalid --nodes/--reps: sizes 4 to 250, at least one repetition");
@@ -149,6 +153,7 @@ fn main() {
                 ours,
                 serf,
                 out,
+                only,
             });
         }
     }
