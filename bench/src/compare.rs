@@ -555,12 +555,24 @@ impl Cluster {
     }
 }
 
-/// The `k` observers of the last [`Cluster::until`] that met it last: when, and which of
+/// The `k` observers of the last [`Cluster::until`] that met it last (or never): when, and which of
 /// `names` each lacked (absent, or its status) at its last poll before that: "n37 at 0.41 s
 /// (0.35 s: n88 absent)". Where the time goes in a slow repetition.
 fn stragglers(c: &Cluster, names: &[String], k: usize) -> String {
-    let mut met: Vec<(Duration, usize)> = c.met.iter().map(|(i, t)| (*t, *i)).collect();
-    met.sort_unstable_by(|a, b| b.cmp(a));
+    // Those that never did first (as `None`), then the latest.
+    let mut met: Vec<(Option<Duration>, usize)> = c
+        .unmet
+        .keys()
+        .filter(|i| !c.met.contains_key(i))
+        .map(|i| (None, *i))
+        .chain(c.met.iter().map(|(i, t)| (Some(*t), *i)))
+        .collect();
+    met.sort_unstable_by(|a, b| match (a.0, b.0) {
+        (None, None) => a.1.cmp(&b.1),
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => y.cmp(&x),
+    });
     met.iter()
         .take(k)
         .map(|&(t, i)| {
@@ -581,7 +593,10 @@ fn stragglers(c: &Cluster, names: &[String], k: usize) -> String {
                     format!(" ({}: {shown})", secs(*at))
                 }
             });
-            format!("{} at {}{lacked}", c.nodes[i].name, secs(t))
+            match t {
+                Some(t) => format!("{} at {}{lacked}", c.nodes[i].name, secs(t)),
+                None => format!("{} never{lacked}", c.nodes[i].name),
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")
