@@ -17,11 +17,11 @@
 //!
 //! Membership is polled through each agent's API: our HTTP API, Serf's msgpack RPC (one
 //! connection per agent, kept open), by four threads that take the agents not yet satisfied
-//! in turn, so that one agent slow to answer (a hundred handler scripts starting at once on
-//! two cores) delays only its own poll. A figure is the end of the poll that saw the last
-//! agent reach the state; the interval between two polls of one agent is its resolution
-//! (reported), and the join's lower bound (the latest poll that saw an agent lacking one) is
-//! reported too.
+//! in turn, so that one agent slow to answer (seen for up to 0.2 s on two cores, in the
+//! window where a hundred agents run their member-join handlers) delays only its own poll.
+//! A figure is the end of the poll that saw the last agent reach the state; the interval
+//! between two polls of one agent is its resolution (reported), and the join's lower bound
+//! (the latest poll that saw an agent lacking one) is reported too.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{BufReader, Read, Write};
@@ -556,8 +556,8 @@ impl Cluster {
 }
 
 /// The `k` observers of the last [`Cluster::until`] that met it last (or never): when, and which of
-/// `names` each lacked (absent, or its status) at its last poll before that: "n37 at 0.41 s
-/// (0.35 s: n88 absent)". Where the time goes in a slow repetition.
+/// `names` each lacked (absent, or its status) at its last poll before that, in seconds:
+/// "n37 at 0.41 (0.35: n88 absent)". Where the time goes in a slow repetition.
 fn stragglers(c: &Cluster, names: &[String], k: usize) -> String {
     // Those that never did first (as `None`), then the latest.
     let mut met: Vec<(Option<Duration>, usize)> = c
@@ -567,12 +567,7 @@ fn stragglers(c: &Cluster, names: &[String], k: usize) -> String {
         .map(|i| (None, *i))
         .chain(c.met.iter().map(|(i, t)| (Some(*t), *i)))
         .collect();
-    met.sort_unstable_by(|a, b| match (a.0, b.0) {
-        (None, None) => a.1.cmp(&b.1),
-        (None, Some(_)) => std::cmp::Ordering::Less,
-        (Some(_), None) => std::cmp::Ordering::Greater,
-        (Some(x), Some(y)) => y.cmp(&x),
-    });
+    met.sort_by_key(|&(t, _)| std::cmp::Reverse(t.unwrap_or(Duration::MAX)));
     met.iter()
         .take(k)
         .map(|&(t, i)| {
