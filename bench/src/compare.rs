@@ -283,9 +283,6 @@ struct Cluster {
     /// `from`), and its last view before that, with that poll's time.
     met: BTreeMap<usize, Duration>,
     unmet: BTreeMap<usize, (Duration, HashMap<String, String>)>,
-    /// The last [`Cluster::until`]'s lower bound: the latest poll that saw an observer not
-    /// yet satisfied, by its start.
-    low: Duration,
 }
 
 impl Drop for Cluster {
@@ -322,7 +319,6 @@ impl Cluster {
             rounds: Vec::new(),
             met: BTreeMap::new(),
             unmet: BTreeMap::new(),
-            low: Duration::ZERO,
         }
     }
 
@@ -411,7 +407,7 @@ impl Cluster {
     /// Returns the time since `from` when the poll that saw the last one satisfied ended
     /// (an upper bound: it held by then), and each observer's final view. Fills
     /// [`Cluster::met`], [`Cluster::unmet`] (each observer's last poll that did not see it,
-    /// by its start: a lower bound), [`Cluster::low`] (the latest of those) and the
+    /// by its start: a lower bound; the latest of those bounds the whole from below) and the
     /// intervals between two polls of one agent.
     fn until(
         &mut self,
@@ -516,7 +512,6 @@ impl Cluster {
             }
         }
         self.rounds.extend(g.gaps);
-        self.low = g.unmet.values().map(|(t, _)| *t).max().unwrap_or_default();
         let done = observers.iter().all(|i| g.met.contains_key(i));
         let t = done.then(|| g.met.values().copied().max().unwrap_or_default());
         self.met = g.met;
@@ -772,7 +767,13 @@ fn one_run(
         names.iter().all(|x| v.get(x).is_some_and(|s| s == "alive"))
     });
     run.join = t;
-    run.join_low = t.map(|_| c.low);
+    run.join_low = t.map(|_| {
+        c.unmet
+            .values()
+            .map(|(at, _)| *at)
+            .max()
+            .unwrap_or_default()
+    });
     run.join_stragglers = stragglers(&c, &names, 3);
 
     // A late joiner, once the cluster has been quiet for a second (as a scale-up after the
