@@ -11,8 +11,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    Agent, Backends, Proc, dns_a, free_port, free_tcp_port, http_get, logs, member_addrs, read,
-    seed_agent, test_net, wait_until,
+    Agent, Backends, Proc, dns_a, free_tcp_port, free_udp_tcp_port, http_get, logs, member_addrs,
+    read, seed_agent, test_net, wait_until,
 };
 
 /// An nginx on a loopback port proxying `/` to `upstream app`, included from `upstream.conf`.
@@ -394,29 +394,42 @@ fn dnsmasq_answers_role_names_with_live_members() {
     let d = dir.path();
     let hosts = d.join("hosts");
     std::fs::write(&hosts, "").unwrap();
-    let port = free_port();
     let pid = d.join("dnsmasq.pid");
-    let _dns = Proc::start(
-        "dnsmasq",
-        &[
-            "--keep-in-foreground",
-            &format!("--port={port}"),
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            &format!("--addn-hosts={}", hosts.display()),
-            &format!("--pid-file={}", pid.display()),
-            "--user=root",
-            &format!("--log-facility={}", d.join("dnsmasq.log").display()),
-        ],
-        &d.join("dnsmasq.out"),
-    );
+    // The port was free when chosen, but another test may take it (for UDP or TCP) before
+    // dnsmasq binds it: a start that exits is retried on a fresh port, a bounded number of times.
+    let mut started = None;
+    for _ in 0..5 {
+        let port = free_udp_tcp_port();
+        let _ = std::fs::remove_file(&pid);
+        let mut dns = Proc::start(
+            "dnsmasq",
+            &[
+                "--keep-in-foreground",
+                &format!("--port={port}"),
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                &format!("--addn-hosts={}", hosts.display()),
+                &format!("--pid-file={}", pid.display()),
+                "--user=root",
+                &format!("--log-facility={}", d.join("dnsmasq.log").display()),
+            ],
+            &d.join("dnsmasq.out"),
+        );
+        let up = wait_until(Duration::from_secs(10), || pid.exists() || dns.exited());
+        if up.is_some() && pid.exists() && !dns.exited() {
+            started = Some((dns, port));
+            break;
+        }
+    }
+    let Some((_dns, port)) = started else {
+        panic!(
+            "dnsmasq did not start in 5 tries: {}",
+            read(&d.join("dnsmasq.out"))
+        );
+    };
     let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || pid.exists()).is_some(),
-        "dnsmasq did not start"
-    );
     let writer = format!(
         "dnsmasq:path={},reload_signal=HUP,pid_file={}",
         hosts.display(),

@@ -278,6 +278,11 @@ impl Proc {
 }
 
 impl Proc {
+    /// Whether it has exited already (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -305,6 +310,18 @@ impl Drop for Proc {
         // SIGTERM lets nginx (fast shutdown), redis-server and dnsmasq stop their children.
         self.stop_with(nix::sys::signal::Signal::SIGTERM);
     }
+}
+
+/// A port free on 127.0.0.1 for both UDP and TCP right now (a DNS server binds both).
+pub fn free_udp_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let u = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let p = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no port free for both UDP and TCP in 100 tries");
 }
 
 /// A TCP port free on 127.0.0.1 right now.
