@@ -3,6 +3,12 @@
 A bottle app, as in the original serf-solution demo, served by wsgiref with one thread per
 request (the single-threaded default queues connections under load). SIGTERM exits cleanly:
 gossip-agent sends it only after the node has left the cluster and traffic has drained.
+
+Each answer leaves in one write. wsgiref's default is an unbuffered socket, on which the status
+line, the headers and the body are separate sends; a SIGKILL between the headers and the body
+gives nginx a 200 it has already passed on with an empty body, which it cannot retry. Sent
+whole, a killed appserver either answered in full or did not answer at all, and nginx asks the
+next upstream.
 """
 import signal
 import socket
@@ -29,6 +35,9 @@ class Server(ThreadingMixIn, WSGIServer):
 
 
 class QuietHandler(WSGIRequestHandler):
+    # Buffered: the whole answer (a few hundred bytes) is flushed by one send.
+    wbufsize = 1 << 16
+
     def log_message(self, *args):
         pass
 
