@@ -200,6 +200,7 @@ fn print_table(r: &scenario::Report) {
         "| speed after formation | {:.1}x real time |",
         r.speedup_after_formation
     );
+    println!("| trace hash | {} |", r.trace_hash);
     println!(
         "| invariants | {} |",
         if r.violations.is_empty() {

@@ -162,6 +162,9 @@ pub struct Report {
     pub wall_s: f64,
     /// Simulated seconds per wall-clock second.
     pub speedup: f64,
+    /// Hash of every member event every node reported ([`crate::Sim::trace_hash`]), in hex:
+    /// two runs with one seed and one build give the same.
+    pub trace_hash: String,
     /// Invariant violations (empty when all hold).
     pub violations: Vec<String>,
 }
@@ -410,6 +413,7 @@ pub fn run(cfg: &RunConfig) -> Report {
         sim_s,
         wall_s,
         speedup: sim_s / wall_s.max(1e-9),
+        trace_hash: format!("{:016x}", sim.trace_hash()),
         violations,
     }
 }

@@ -1352,32 +1352,38 @@ impl Node {
 
     fn send_full_state(&mut self, to: SocketAddr, reply: bool) {
         let me = Member::alive(self.identity().clone());
-        let encoded: Vec<Vec<u8>> = std::iter::once(&me)
-            .chain(self.foca.iter_membership_state())
-            .filter_map(|m| postcard::to_stdvec(m).ok())
-            .collect();
-        self.send_chunked(to, Kind::Sync, Some(reply), &encoded);
+        let mut items = wire::Items::default();
+        for m in std::iter::once(&me).chain(self.foca.iter_membership_state()) {
+            items.push(m);
+        }
+        self.send_chunked(to, Kind::Sync, Some(reply), &items);
     }
 
     /// Our periodic push-pull: a digest of the membership, 14 bytes a member.
     fn send_digest(&mut self, to: SocketAddr, reply: bool) {
         let me = Member::alive(self.identity().clone());
-        let encoded: Vec<Vec<u8>> = std::iter::once(&me)
-            .chain(self.foca.iter_membership_state())
-            .filter_map(|m| postcard::to_stdvec(&wire::DigestEntry::of(m)).ok())
-            .collect();
-        self.send_chunked(to, Kind::Digest, Some(reply), &encoded);
+        let mut items = wire::Items::default();
+        for m in std::iter::once(&me).chain(self.foca.iter_membership_state()) {
+            items.push(&wire::DigestEntry::of(m));
+        }
+        self.send_chunked(to, Kind::Digest, Some(reply), &items);
     }
 
     /// Sends `items` (each already encoded) in as few packets as fit, each a standalone
     /// message: the reply flag if any (set on the first packet only), the item count
     /// (varint), the items.
-    fn send_chunked(&mut self, to: SocketAddr, kind: Kind, reply: Option<bool>, items: &[Vec<u8>]) {
+    fn send_chunked(
+        &mut self,
+        to: SocketAddr,
+        kind: Kind,
+        reply: Option<bool>,
+        items: &wire::Items,
+    ) {
         let budget = self.config.packet_size_max.get() - wire::ENVELOPE_LEN - 1 - 5;
         let mut chunk: Vec<&[u8]> = Vec::new();
         let mut size = 0;
         let mut chunks = Vec::new();
-        for m in items {
+        for m in items.iter() {
             if m.len() > budget {
                 continue;
             }
@@ -1412,15 +1418,20 @@ impl Node {
     fn apply_digest(&mut self, from: SocketAddr, digest: wire::Digest) -> Result<(), DropReason> {
         // Entries that say what foca already holds change nothing: leave them out, or every
         // digest would cost foca a scan of its member list per entry (N squared per digest).
-        let held: std::collections::HashMap<
+        // Sized once: grown as it filled, it was rehashed about log2(N) times per digest.
+        let mut held: std::collections::HashMap<
             _,
             _,
             std::hash::BuildHasherDefault<crate::identity::KeyHasher>,
-        > = self
-            .foca
-            .iter_membership_state()
-            .map(|m| (m.id().key(), wire::DigestEntry::of(m)))
-            .collect();
+        > = std::collections::HashMap::with_capacity_and_hasher(
+            self.foca.num_members() + 1,
+            Default::default(),
+        );
+        held.extend(
+            self.foca
+                .iter_membership_state()
+                .map(|m| (m.id().key(), wire::DigestEntry::of(m))),
+        );
         let mut known = Vec::new();
         let mut want = Vec::new();
         {
@@ -1436,7 +1447,10 @@ impl Node {
             }
         }
         if !want.is_empty() {
-            let items: Vec<Vec<u8>> = want.iter().map(|k| k.to_vec()).collect();
+            let mut items = wire::Items::default();
+            for k in &want {
+                items.push_bytes(k);
+            }
             self.send_chunked(from, Kind::Want, None, &items);
         }
         self.apply(known, true)
@@ -1450,12 +1464,14 @@ impl Node {
             .map(|k| NameKey(u64::from_le_bytes(*k)))
             .collect();
         let me = Member::alive(self.identity().clone());
-        let encoded: Vec<Vec<u8>> = std::iter::once(&me)
+        let mut items = wire::Items::default();
+        for m in std::iter::once(&me)
             .chain(self.foca.iter_membership_state())
             .filter(|m| keys.contains(&m.id().key()))
-            .filter_map(|m| postcard::to_stdvec(m).ok())
-            .collect();
-        self.send_chunked(to, Kind::Sync, Some(false), &encoded);
+        {
+            items.push(m);
+        }
+        self.send_chunked(to, Kind::Sync, Some(false), &items);
     }
 
     // ----- foca plumbing -----

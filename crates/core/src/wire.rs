@@ -141,6 +141,49 @@ pub struct Digest {
     pub entries: Vec<DigestEntry>,
 }
 
+/// Items of a chunked message (full-state members, digest entries, wanted keys), each
+/// encoded and laid end to end in one buffer: one allocation for all of them, not one each
+/// (a digest of every member otherwise cost a `malloc` and a `free` per member).
+#[derive(Debug, Default)]
+pub(crate) struct Items {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// Lets postcard append to a borrowed buffer.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}
+
+impl Items {
+    /// Appends `value` in postcard's encoding; a value that fails to encode is left out.
+    pub(crate) fn push<T: Serialize>(&mut self, value: &T) {
+        let start = self.buf.len();
+        match postcard::to_extend(value, Append(&mut self.buf)) {
+            Ok(_) => self.ends.push(self.buf.len()),
+            Err(_) => self.buf.truncate(start),
+        }
+    }
+
+    /// Appends `bytes` as one item, as they are.
+    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.ends.push(self.buf.len());
+    }
+
+    /// The items, in the order they were pushed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| &self.buf[a..b])
+    }
+}
+
 /// A member in a [`Digest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestEntry {
@@ -499,17 +542,21 @@ impl Directory {
         r: &IdRef<'_>,
         limits: &Limits,
     ) -> Result<NodeId, InvalidInput> {
-        let (key, fingerprint) = (r.key(), r.fingerprint());
+        let key = r.key();
         if let Some(k) = self.known.get(&key)
-            && k.fingerprint() == fingerprint
+            && r.is(k)
         {
             return Ok(k.clone());
         }
-        let id = match self.shared.as_ref().and_then(|s| s.get(key, fingerprint)) {
+        let shared = self.shared.as_ref();
+        let found = shared
+            .and_then(|s| s.last_if(key, |id| r.is(id)))
+            .or_else(|| shared.and_then(|s| s.get(key, r.fingerprint())));
+        let id = match found {
             Some(id) => id,
             None => {
                 let id = r.to_owned();
-                if let Some(s) = &self.shared {
+                if let Some(s) = shared {
                     s.put(&id);
                 }
                 id
@@ -767,6 +814,82 @@ impl Codec<NodeId> for ValidatingCodec {
 mod tests {
     use super::*;
     use crate::identity::Tags;
+
+    #[test]
+    fn directories_sharing_an_interner_hold_one_copy_of_each_identity() {
+        let l = Limits::default();
+        let interner = Interner::new();
+        let (mut a, mut b) = (Directory::default(), Directory::default());
+        a.share(interner.clone());
+        b.share(interner.clone());
+        let v1 = NodeId::new(
+            "web1",
+            "10.0.0.4:7946".parse().unwrap(),
+            1,
+            Tags::from([("role".into(), "app".into())]),
+            &l,
+        )
+        .unwrap();
+        let v2 = v1.with_tags(Tags::from([("role".into(), "db".into())]));
+        let (bytes1, bytes2) = (
+            postcard::to_stdvec(&v1).unwrap(),
+            postcard::to_stdvec(&v2).unwrap(),
+        );
+        let decode = |d: &mut Directory, bytes: &[u8]| {
+            d.intern(&postcard::from_bytes::<IdRef<'_>>(bytes).unwrap(), &l)
+                .unwrap()
+        };
+        let a1 = decode(&mut a, &bytes1);
+        let a2 = decode(&mut a, &bytes2);
+        assert_eq!((&a1, &a2), (&v1, &v2));
+        assert!(!a1.same_copy(&a2));
+        // v1 is no longer the last shared under its name: found by its fingerprint.
+        let b1 = decode(&mut b, &bytes1);
+        // v2 is: found by comparing fields.
+        let b2 = decode(&mut b, &bytes2);
+        assert!(b1.same_copy(&a1) && b2.same_copy(&a2));
+        assert!(decode(&mut a, &bytes2).same_copy(&a2));
+        assert_eq!(interner.len(), 2);
+        // A copy no node holds any more is not handed out: it is built again.
+        drop((a1, b1));
+        let mut c = Directory::default();
+        c.share(interner.clone());
+        let c1 = decode(&mut c, &bytes1);
+        assert_eq!(c1, v1);
+        assert!(!c1.same_copy(&a2));
+    }
+
+    #[test]
+    fn items_hold_each_value_as_postcard_encodes_it_alone() {
+        let id = NodeId::new(
+            "n1",
+            "127.0.0.1:7946".parse().unwrap(),
+            3,
+            Tags::from([("role".into(), "web".into())]),
+            &Limits::default(),
+        )
+        .unwrap();
+        let members = [
+            Member::alive(id.clone()),
+            Member::new(id.clone(), 700, foca::State::Suspect),
+            Member::new(id, u16::MAX, foca::State::Down),
+        ];
+        let mut items = Items::default();
+        let mut want: Vec<Vec<u8>> = Vec::new();
+        for m in &members {
+            items.push(m);
+            want.push(postcard::to_stdvec(m).unwrap());
+            items.push(&DigestEntry::of(m));
+            want.push(postcard::to_stdvec(&DigestEntry::of(m)).unwrap());
+        }
+        items.push_bytes(&[]);
+        want.push(Vec::new());
+        items.push_bytes(&7u64.to_le_bytes());
+        want.push(7u64.to_le_bytes().to_vec());
+        let got: Vec<Vec<u8>> = items.iter().map(<[u8]>::to_vec).collect();
+        assert_eq!(got, want);
+        assert_eq!(Items::default().iter().count(), 0);
+    }
 
     #[test]
     fn envelope_checks_magic_version_kind_and_size() {
