@@ -398,8 +398,10 @@ fn dnsmasq_answers_role_names_with_live_members() {
     // The port was free when chosen, but another test may take it (for UDP or TCP) before
     // dnsmasq binds it: a start that exits is retried on a fresh port, a bounded number of times.
     let mut started = None;
-    for _ in 0..5 {
+    let mut tries = Vec::new();
+    for attempt in 1..=5 {
         let port = free_udp_tcp_port();
+        let out = d.join(format!("dnsmasq.{attempt}.out"));
         let _ = std::fs::remove_file(&pid);
         let mut dns = Proc::start(
             "dnsmasq",
@@ -415,19 +417,25 @@ fn dnsmasq_answers_role_names_with_live_members() {
                 "--user=root",
                 &format!("--log-facility={}", d.join("dnsmasq.log").display()),
             ],
-            &d.join("dnsmasq.out"),
+            &out,
         );
         let up = wait_until(Duration::from_secs(10), || pid.exists() || dns.exited());
         if up.is_some() && pid.exists() && !dns.exited() {
             started = Some((dns, port));
             break;
         }
+        let state = if dns.exited() {
+            "exited"
+        } else {
+            "no pid file in 10 s"
+        };
+        tries.push(format!(
+            "try {attempt}, port {port}, {state}: {}",
+            read(&out).trim()
+        ));
     }
     let Some((_dns, port)) = started else {
-        panic!(
-            "dnsmasq did not start in 5 tries: {}",
-            read(&d.join("dnsmasq.out"))
-        );
+        panic!("dnsmasq did not start in 5 tries:\n{}", tries.join("\n"));
     };
     let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let writer = format!(
