@@ -1418,20 +1418,15 @@ impl Node {
     fn apply_digest(&mut self, from: SocketAddr, digest: wire::Digest) -> Result<(), DropReason> {
         // Entries that say what foca already holds change nothing: leave them out, or every
         // digest would cost foca a scan of its member list per entry (N squared per digest).
-        // Sized once: grown as it filled, it was rehashed about log2(N) times per digest.
-        let mut held: std::collections::HashMap<
+        let held: std::collections::HashMap<
             _,
             _,
             std::hash::BuildHasherDefault<crate::identity::KeyHasher>,
-        > = std::collections::HashMap::with_capacity_and_hasher(
-            self.foca.num_members() + 1,
-            Default::default(),
-        );
-        held.extend(
-            self.foca
-                .iter_membership_state()
-                .map(|m| (m.id().key(), wire::DigestEntry::of(m))),
-        );
+        > = self
+            .foca
+            .iter_membership_state()
+            .map(|m| (m.id().key(), wire::DigestEntry::of(m)))
+            .collect();
         let mut known = Vec::new();
         let mut want = Vec::new();
         {
