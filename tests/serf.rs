@@ -349,6 +349,14 @@ fn scenario(
     for n in ["a", "b", "c"] {
         seen.insert(n, run.seen_set(n));
     }
+    // On the node that leaves, Serf sometimes runs `member-leave` for itself and sometimes
+    // not: memberlist announces the node's own leave to Serf, and the handler runs only if
+    // the agent's coalescing window closes before `serf leave` shuts the agent down (CI saw
+    // both). Ours never does. Whether that one invocation happened is not compared.
+    let own_leave = "SERF_EVENT=member-leave SERF_SELF_NAME=c ";
+    if let Some(c) = seen.get_mut("c") {
+        c.retain(|l| !(l.starts_with(own_leave) && l.contains(" | c\t")));
+    }
     // The user event's Lamport time, per node (compared apart: both start at a small number).
     let mut ltimes = BTreeMap::new();
     for n in ["a", "b", "c"] {
