@@ -13,9 +13,11 @@ pub mod scenario;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use gossip_core::identity::{KeyHasher, NameKey};
 use gossip_core::{
     CoreConfig, EventKind, MemberEvent, MemberInfo, Node, Output, Status, Tags, TimerEvent,
 };
@@ -155,7 +157,9 @@ pub struct Sim {
     /// The false failures, as (observer, member, time), the first 100.
     pub false_failure_log: Vec<(String, String, Duration)>,
     /// Left identities, by name: a join of one of these versions or older is a resurrection.
-    left: HashMap<String, u64>,
+    /// Keyed by name key, hashed to itself (SipHash over the name was 1.5 % of a formation:
+    /// every join event looks here).
+    left: HashMap<NameKey, u64, BuildHasherDefault<KeyHasher>>,
     /// Joins reported about identities that had left.
     pub resurrections: u64,
     /// When the last partition was lifted.
@@ -200,7 +204,7 @@ impl Sim {
             watches: Vec::new(),
             false_failures: 0,
             false_failure_log: Vec::new(),
-            left: HashMap::new(),
+            left: HashMap::default(),
             resurrections: 0,
             healed_at: None,
         }
@@ -844,10 +848,15 @@ impl Sim {
                 }
             }
             EventKind::Leave => {
-                let v = self.left.entry(name.to_string()).or_insert(0);
+                let v = self.left.entry(e.member.id.key()).or_insert(0);
                 *v = (*v).max(version);
             }
-            EventKind::Join if self.left.get(name).is_some_and(|&v| version <= v) => {
+            EventKind::Join
+                if self
+                    .left
+                    .get(&e.member.id.key())
+                    .is_some_and(|&v| version <= v) =>
+            {
                 self.resurrections += 1;
             }
             _ => {}
@@ -862,13 +871,14 @@ impl Sim {
             EventKind::Update => 4,
             EventKind::Reap => 5,
         };
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&(self.now.as_nanos() as u64).to_le_bytes());
-        bytes.extend_from_slice(&(ix as u64).to_le_bytes());
-        bytes.push(kind);
-        bytes.extend_from_slice(e.member.name().as_bytes());
-        bytes.extend_from_slice(&e.member.id.version().to_le_bytes());
-        self.fold_bytes(&bytes);
+        // Folded piece by piece, not gathered into a `Vec` first: the same bytes in the same
+        // order (so the same hash), without an allocation and its growth per member event
+        // (5 % of a 1,000-node formation).
+        self.fold_bytes(&(self.now.as_nanos() as u64).to_le_bytes());
+        self.fold_bytes(&(ix as u64).to_le_bytes());
+        self.fold_bytes(&[kind]);
+        self.fold_bytes(e.member.name().as_bytes());
+        self.fold_bytes(&e.member.id.version().to_le_bytes());
     }
 
     fn fold_bytes(&mut self, bytes: &[u8]) {

@@ -40,6 +40,9 @@ pub enum InvalidInput {
         /// The offending character.
         char: char,
     },
+    /// A node name, tag key or tag value received is not UTF-8.
+    #[error("a node name, tag key or tag value is not UTF-8")]
+    NotUtf8,
     /// The tags are larger than allowed.
     #[error("tags take {len} bytes, the limit is {max}")]
     TagsTooBig {

@@ -555,7 +555,7 @@ impl Directory {
         let id = match found {
             Some(id) => id,
             None => {
-                let id = r.to_owned();
+                let id = r.to_owned()?;
                 if let Some(s) = shared {
                     s.put(&id);
                 }
@@ -945,6 +945,39 @@ mod tests {
             ..limits
         };
         assert!(decode_sync(payload, &tight, &mut Directory::default()).is_err());
+    }
+
+    #[test]
+    fn sync_with_a_name_or_tag_that_is_not_utf8_is_refused() {
+        let limits = Limits::default();
+        let tags = Tags::from([("role".to_string(), "app".to_string())]);
+        let id = NodeId::new("ab", "10.0.0.1:7946".parse().unwrap(), 5, tags, &limits).unwrap();
+        let good = encode(
+            Kind::Sync,
+            &Sync {
+                reply: false,
+                members: vec![Member::alive(id.clone())],
+            },
+        );
+        let (_, payload) = open_envelope(&good, 1400).unwrap();
+        let mut known = Directory::default();
+        known.learn(id);
+        for (text, bad) in [(&b"ab"[..], &b"a\xff"[..]), (b"app", b"a\xc3p")] {
+            let at = payload
+                .windows(text.len())
+                .position(|w| w == text)
+                .expect("the text is in the packet");
+            let mut broken = payload.to_vec();
+            broken[at..at + bad.len()].copy_from_slice(bad);
+            // Unknown to the directory, and known under the same name: refused either way.
+            for dir in [&mut Directory::default(), &mut known] {
+                let err = decode_sync(&broken, &limits, dir).unwrap_err();
+                assert!(
+                    matches!(&err, DropReason::Malformed(m) if m.contains("UTF-8")),
+                    "{err:?}"
+                );
+            }
+        }
     }
 
     mod codec_round_trip {
