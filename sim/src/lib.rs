@@ -128,7 +128,10 @@ pub struct Sim {
     params: Params,
     now: Duration,
     seq: u64,
-    queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
+    /// Events by (virtual time in nanoseconds, sequence number, slab key): two integer
+    /// comparisons order it (a `Duration` compares seconds, then nanoseconds; its compare
+    /// was a quarter of the event loop's own time at 1,000 nodes).
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Event payloads by heap key (kept out of the heap so `Ev` needs no ordering): a slab,
     /// its free slots reused.
     pending: Vec<Option<Ev>>,
@@ -168,6 +171,11 @@ pub struct Sim {
     pub user_log: Vec<(NodeIx, u32, Duration, gossip_core::UserEvent)>,
     /// Query traffic reported: (node, when, what).
     pub query_log: Vec<(NodeIx, Duration, gossip_core::QueryOutput)>,
+}
+
+/// `d` in whole nanoseconds (virtual time stays far below the 584 years a `u64` holds).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The port every simulated node listens on.
@@ -527,12 +535,14 @@ impl Sim {
 
     /// Runs events until virtual time `until`.
     pub fn run_until(&mut self, until: Duration) {
+        let until_ns = nanos(until);
         while let Some(Reverse((at, _, key))) = self.queue.peek().copied() {
-            if at > until {
+            if at > until_ns {
                 break;
             }
             self.queue.pop();
-            self.now = at;
+            self.now = Duration::from_nanos(at);
+            let key = key as usize;
             let ev = self.pending[key].take().expect("every key has its event");
             self.free.push(key);
             self.step(ev);
@@ -726,7 +736,8 @@ impl Sim {
             }
         };
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq, key)));
+        let key = u32::try_from(key).expect("fewer than 2^32 events pending");
+        self.queue.push(Reverse((nanos(at), self.seq, key)));
     }
 
     fn drain(&mut self, ix: NodeIx) {

@@ -1364,7 +1364,7 @@ impl Node {
         let me = Member::alive(self.identity().clone());
         let mut items = wire::Items::default();
         for m in std::iter::once(&me).chain(self.foca.iter_membership_state()) {
-            items.push(&wire::DigestEntry::of(m));
+            items.push_digest_entry(&wire::DigestEntry::of(m));
         }
         self.send_chunked(to, Kind::Digest, Some(reply), &items);
     }
@@ -1416,23 +1416,16 @@ impl Node {
     /// Applies a digest: entries whose identity we hold are applied as full state would be;
     /// the others are asked for.
     fn apply_digest(&mut self, from: SocketAddr, digest: wire::Digest) -> Result<(), DropReason> {
-        // Entries that say what foca already holds change nothing: leave them out, or every
-        // digest would cost foca a scan of its member list per entry (N squared per digest).
-        let held: std::collections::HashMap<
-            _,
-            _,
-            std::hash::BuildHasherDefault<crate::identity::KeyHasher>,
-        > = self
-            .foca
-            .iter_membership_state()
-            .map(|m| (m.id().key(), wire::DigestEntry::of(m)))
-            .collect();
+        // Entries that say what foca already holds change nothing: leave them out. foca finds
+        // a member by address through its index (vendor/foca/PATCHES.md), so checking an
+        // entry is one lookup, and no map of all members is built per digest packet.
         let mut known = Vec::new();
         let mut want = Vec::new();
         {
             let dir = self.directory();
             for e in &digest.entries {
-                if held.get(&e.name_key()) == Some(e) {
+                let held = self.foca.membership_state_of(&e.name_key());
+                if held.is_some_and(|m| wire::DigestEntry::of(m) == *e) {
                     continue;
                 }
                 match e.resolve(&dir) {
@@ -1514,8 +1507,7 @@ impl Node {
         if membership_changed {
             self.resize();
         }
-        let me = self.foca.identity().clone();
-        self.directory().set_me(&me);
+        self.directory().set_me(self.foca.identity());
     }
 
     fn directory(&self) -> std::sync::MutexGuard<'_, wire::Directory> {
@@ -1534,14 +1526,7 @@ impl Node {
                     self.mark_left(id);
                     return true;
                 }
-                let was = self.members.get(&id.key()).map(|r| r.status);
-                self.members.insert(
-                    id.key(),
-                    Record {
-                        id: id.clone(),
-                        status: Status::Alive,
-                    },
-                );
+                let was = self.put_record(&id, Status::Alive);
                 // Back from failed: likely the other side of a healed partition. Exchange full
                 // state with it now, so both sides learn who the other declared down.
                 if was == Some(Status::Failed) && !self.left {
@@ -1622,15 +1607,29 @@ impl Node {
         }
     }
 
+    /// Records `id` with `status` in the member table (one search of it, not two: this runs
+    /// for every member every node learns). Returns the status it had.
+    fn put_record(&mut self, id: &NodeId, status: Status) -> Option<Status> {
+        match self.members.entry(id.key()) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let r = e.get_mut();
+                let was = r.status;
+                r.id = id.clone();
+                r.status = status;
+                Some(was)
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(Record {
+                    id: id.clone(),
+                    status,
+                });
+                None
+            }
+        }
+    }
+
     fn mark_left(&mut self, id: NodeId) {
-        let was = self.members.get(&id.key()).map(|r| r.status);
-        self.members.insert(
-            id.key(),
-            Record {
-                id: id.clone(),
-                status: Status::Left,
-            },
-        );
+        let was = self.put_record(&id, Status::Left);
         // Serf reports a failed member that turns out to have left as a leave too.
         if matches!(was, Some(Status::Alive | Status::Suspect | Status::Failed)) {
             self.emit(EventKind::Leave, id, Status::Left);

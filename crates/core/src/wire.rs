@@ -133,7 +133,7 @@ pub const FORWARD_MAX: usize = 64;
 /// fingerprint, incarnation, state) instead of its identity. The receiver applies the entries
 /// whose identity it holds, asks for the others with a [`Want`], and with `reply` answers with
 /// its own digest. Joins still exchange full state ([`Sync`]): a joiner holds nothing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
     /// The receiver should answer with its own digest.
     pub reply: bool,
@@ -167,6 +167,13 @@ impl Items {
             Ok(_) => self.ends.push(self.buf.len()),
             Err(_) => self.buf.truncate(start),
         }
+    }
+
+    /// Appends `entry`, written directly (the same bytes as [`Items::push`] gives it; a
+    /// property test compares the two): one digest holds an entry per member.
+    pub(crate) fn push_digest_entry(&mut self, entry: &DigestEntry) {
+        entry.encode_into(&mut self.buf);
+        self.ends.push(self.buf.len());
     }
 
     /// Appends `bytes` as one item, as they are.
@@ -208,6 +215,42 @@ impl DigestEntry {
         }
     }
 
+    /// Appends postcard's encoding of the entry: the key and short fingerprint as they are
+    /// (postcard writes a byte array element by element, a byte each), the incarnation as a
+    /// LEB128 varint, the state as its variant index (one byte).
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.key);
+        out.extend_from_slice(&self.short);
+        let mut v = self.incarnation;
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+        out.push(match self.state {
+            foca::State::Alive => 0,
+            foca::State::Suspect => 1,
+            foca::State::Down => 2,
+        });
+    }
+
+    /// Reads one entry as postcard would (the varints through postcard itself), with what
+    /// follows it.
+    fn take(bytes: &[u8]) -> Result<(Self, &[u8]), DropReason> {
+        let (Some(key), Some(short)) = (bytes.get(..8), bytes.get(8..12)) else {
+            return Err(DropReason::Malformed("truncated digest entry".into()));
+        };
+        let (incarnation, rest) = postcard::take_from_bytes(&bytes[12..]).map_err(malformed)?;
+        let (state, rest) = postcard::take_from_bytes(rest).map_err(malformed)?;
+        let entry = Self {
+            key: key.try_into().expect("8 bytes"),
+            short: short.try_into().expect("4 bytes"),
+            incarnation,
+            state,
+        };
+        Ok((entry, rest))
+    }
+
     /// The name key.
     pub fn name_key(&self) -> NameKey {
         NameKey(u64::from_le_bytes(self.key))
@@ -228,8 +271,27 @@ pub struct Want {
 }
 
 /// Decodes a [`Digest`].
+///
+/// Read by hand rather than through serde (which decodes a byte array one element at a
+/// time): the same bytes are accepted, with the same result, as `postcard` decoding a
+/// [`Digest`] (a property test compares the two on valid, cut and random input).
 pub fn decode_digest(payload: &[u8]) -> Result<Digest, DropReason> {
-    decode_exact(payload)
+    let (reply, rest) = postcard::take_from_bytes::<bool>(payload).map_err(malformed)?;
+    let (n, mut rest) = postcard::take_from_bytes::<usize>(rest).map_err(malformed)?;
+    // An entry takes at least 14 bytes: room for more than the packet holds is not reserved.
+    let mut entries = Vec::with_capacity(n.min(rest.len() / 14));
+    for _ in 0..n {
+        let (entry, after) = DigestEntry::take(rest)?;
+        entries.push(entry);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(DropReason::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(Digest { reply, entries })
 }
 
 /// Decodes a [`Want`].
@@ -881,6 +943,8 @@ mod tests {
             want.push(postcard::to_stdvec(m).unwrap());
             items.push(&DigestEntry::of(m));
             want.push(postcard::to_stdvec(&DigestEntry::of(m)).unwrap());
+            items.push_digest_entry(&DigestEntry::of(m));
+            want.push(postcard::to_stdvec(&DigestEntry::of(m)).unwrap());
         }
         items.push_bytes(&[]);
         want.push(Vec::new());
@@ -1022,7 +1086,50 @@ mod tests {
                 && a.id().tags() == b.id().tags()
         }
 
+        fn digest_entry() -> impl Strategy<Value = DigestEntry> {
+            (any::<[u8; 8]>(), any::<[u8; 4]>(), any::<u16>(), state()).prop_map(
+                |(key, short, incarnation, state)| DigestEntry {
+                    key,
+                    short,
+                    incarnation,
+                    state,
+                },
+            )
+        }
+
         proptest! {
+            /// The hand-written digest codec is postcard's: the same bytes out, and the same
+            /// verdict and value for any input (valid, cut short, a byte changed, or noise).
+            #[test]
+            fn digest_codec_is_postcards(
+                reply in any::<bool>(),
+                entries in proptest::collection::vec(digest_entry(), 0..6),
+                cut in any::<prop::sample::Index>(),
+                flip in any::<(prop::sample::Index, u8)>(),
+                noise in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                for e in &entries {
+                    let mut ours = Vec::new();
+                    e.encode_into(&mut ours);
+                    prop_assert_eq!(ours, postcard::to_stdvec(e).unwrap());
+                }
+                let digest = Digest { reply, entries };
+                let bytes = postcard::to_stdvec(&digest).unwrap();
+                let mut cut_short = bytes.clone();
+                cut_short.truncate(cut.index(bytes.len() + 1));
+                let mut changed = bytes.clone();
+                let at = flip.0.index(changed.len());
+                changed[at] ^= flip.1;
+                let mut longer = bytes.clone();
+                longer.extend_from_slice(&noise);
+                for input in [&bytes, &cut_short, &changed, &noise, &longer] {
+                    let ours = decode_digest(input).ok();
+                    let theirs = decode_exact::<Digest>(input).ok();
+                    prop_assert_eq!(&ours, &theirs, "input {:?}", input);
+                }
+                prop_assert_eq!(decode_digest(&bytes).ok(), Some(digest));
+            }
+
             #[test]
             fn sync_notices_and_foca_members_round_trip(
                 members in proptest::collection::vec(member(), 0..8),

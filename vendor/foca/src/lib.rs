@@ -376,6 +376,13 @@ where
         self.members.inner.iter()
     }
 
+    /// The member with address `addr`, as [`Foca::iter_membership_state`]
+    /// yields it (whatever its state), if this instance holds one; found
+    /// through the index, without a scan. (gossip-agent patch.)
+    pub fn membership_state_of(&self, addr: &T::Addr) -> Option<&Member<T>> {
+        self.members.get(addr)
+    }
+
     /// Applies cluster updates to this foca instance.
     ///
     /// This is for advanced usage. It's intended as a way to unlock

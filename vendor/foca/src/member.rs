@@ -222,6 +222,11 @@ where
         }
     }
 
+    // gossip-agent patch: the member with this address, if any.
+    pub(crate) fn get(&self, addr: &T::Addr) -> Option<&Member<T>> {
+        self.position_of(addr).map(|p| &self.inner[p])
+    }
+
     // gossip-agent patch: where the member with this address is in `inner`.
     fn position_of(&self, addr: &T::Addr) -> Option<usize> {
         let inner = &self.inner;
@@ -965,6 +970,11 @@ mod tests {
             assert_eq!(
                 members.position_of(&addr),
                 members.inner.iter().position(|m| m.id.0 == addr),
+                "step {step}"
+            );
+            assert_eq!(
+                members.get(&addr),
+                members.inner.iter().find(|m| m.id.0 == addr),
                 "step {step}"
             );
         }
