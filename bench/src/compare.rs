@@ -1125,7 +1125,7 @@ fn render(
     }
     let _ = writeln!(
         r,
-        "\nIdle (first repetition, after a {} s pause, over {} s; bytes are IP packets on the \
+        "\nIdle (first repetition, after {} s idle, over the {} s after that; bytes are IP packets on the \
          gossip port captured with tcpdump, UDP and TCP, divided by the number of agents):\n",
         o.settle.as_secs(),
         o.idle.as_secs()

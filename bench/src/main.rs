@@ -81,8 +81,9 @@ enum Cmd {
         /// Repetitions per size and implementation.
         #[arg(long, default_value_t = 3)]
         reps: usize,
-        /// Pause before the idle window, in seconds.
-        #[arg(long, default_value_t = 5)]
+        /// Idle time before the idle window, in seconds (the issue's "steady state after 30 s
+        /// idle").
+        #[arg(long, default_value_t = 30)]
         settle_secs: u64,
         /// Idle measurement window, in seconds.
         #[arg(long, default_value_t = 30)]
