@@ -155,6 +155,12 @@ pub struct Sim {
     slow: Vec<Option<Duration>>,
     /// Facts being timed.
     watches: Vec<Watch>,
+    /// The watches about each member, by name key: an event is checked against its
+    /// member's watches only, not against every watch.
+    watches_by_key: HashMap<NameKey, Vec<usize>, BuildHasherDefault<KeyHasher>>,
+    /// The first slot of each name, by name key (a `Failed` event finds its subject here,
+    /// not by a scan of every slot).
+    slot_by_key: HashMap<NameKey, NodeIx, BuildHasherDefault<KeyHasher>>,
     /// Failures reported about members that were up and reachable from the observer.
     pub false_failures: u64,
     /// The false failures, as (observer, member, time), the first 100.
@@ -210,6 +216,8 @@ impl Sim {
             user_log: Vec::new(),
             query_log: Vec::new(),
             watches: Vec::new(),
+            watches_by_key: HashMap::default(),
+            slot_by_key: HashMap::default(),
             false_failures: 0,
             false_failure_log: Vec::new(),
             left: HashMap::default(),
@@ -268,6 +276,10 @@ impl Sim {
             .iter()
             .map(|s| (s.node.is_some() && s.name != name).then_some(s.life))
             .collect();
+        self.watches_by_key
+            .entry(NameKey::of(name))
+            .or_default()
+            .push(self.watches.len());
         self.watches.push(Watch {
             name: name.to_string(),
             kind,
@@ -287,6 +299,7 @@ impl Sim {
     /// Stops timing every fact.
     pub fn clear_watches(&mut self) {
         self.watches.clear();
+        self.watches_by_key.clear();
     }
 
     /// The current identity version of node `ix` (0 when down).
@@ -336,6 +349,7 @@ impl Sim {
     /// Starts a node named `name` with `tags` (alone; see [`Sim::join`]).
     pub fn add_node(&mut self, name: &str, tags: Tags) -> NodeIx {
         let ix = self.slots.len();
+        self.slot_by_key.entry(NameKey::of(name)).or_insert(ix);
         let addr = SocketAddr::from((Ipv4Addr::from(FIRST_ADDR + ix as u32), PORT));
         self.slots.push(Slot {
             name: name.to_string(),
@@ -825,7 +839,9 @@ impl Sim {
     fn observe(&mut self, ix: NodeIx, e: &MemberEvent) {
         let name = e.member.name();
         let version = e.member.id.version();
-        for w in &mut self.watches {
+        let key = e.member.id.key();
+        for &i in self.watches_by_key.get(&key).into_iter().flatten() {
+            let w = &mut self.watches[i];
             if w.kind == e.kind && w.name == name && version >= w.min_version {
                 if w.seen.len() <= ix {
                     w.seen.resize(ix + 1, None);
@@ -837,7 +853,11 @@ impl Sim {
         }
         match e.kind {
             EventKind::Failed => {
-                let subject = self.slots.iter().position(|s| s.name == name);
+                let subject = match self.slot_by_key.get(&key) {
+                    Some(&m) if self.slots[m].name == name => Some(m),
+                    // Not a simulated node, or another name with the same key: scan.
+                    _ => self.slots.iter().position(|s| s.name == name),
+                };
                 // An identity of the subject's current life: it was up all along (a node
                 // declared down renews its identity at once, so comparing with its current
                 // version would miss exactly those verdicts).

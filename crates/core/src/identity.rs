@@ -128,18 +128,22 @@ pub fn validate_tags(tags: &Tags, limits: &Limits) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// A member's identity. Cheap to clone (one `Arc`) and 16 bytes: every node holds one per
-/// member several times over (foca's member list, the member table, the directory). Its foca
-/// address (the name's key) is stored inline, so foca's linear member scans compare integers
-/// instead of chasing pointers and comparing strings.
+/// A member's identity. Cheap to clone and 8 bytes (one `Arc`): every node holds one per
+/// member several times over (foca's member list, the member table, the directory), so at
+/// 10,000 members in the simulator its size is most of the memory. Its foca address (the
+/// name's key) is the first field behind the pointer: foca finds members through an index,
+/// not by scanning, and in the simulator every node shares one copy of each identity, so the
+/// keys read are few and stay in cache. (Until foca had its index, the key was inline, 16
+/// bytes an identity, because foca's linear scans read one per member.)
 #[derive(Clone)]
 pub struct NodeId {
-    key: NameKey,
     inner: Arc<Shared>,
 }
 
-/// The shared part of a [`NodeId`]: its content and the content's fingerprint.
+/// The shared part of a [`NodeId`]: its name key, content and the content's fingerprint.
 struct Shared {
+    /// The name's key ([`NameKey::of`]).
+    key: NameKey,
     /// FNV-1a over the whole content (name, address, version, flag, tags), so equality is a
     /// few integer comparisons instead of comparing names and tag maps.
     fingerprint: u64,
@@ -230,7 +234,8 @@ impl Interner {
             .by_content
             .get(&(key, fingerprint))?
             .upgrade()?;
-        Some(NodeId { key, inner })
+        debug_assert_eq!(inner.key, key);
+        Some(NodeId { inner })
     }
 
     /// The identity shared last under `key`, if some node holds it and `is_it` says it is
@@ -241,7 +246,7 @@ impl Interner {
         is_it: impl FnOnce(&NodeId) -> bool,
     ) -> Option<NodeId> {
         let inner = self.table().last.get(&key)?.upgrade()?;
-        let id = NodeId { key, inner };
+        let id = NodeId { inner };
         is_it(&id).then_some(id)
     }
 
@@ -249,8 +254,8 @@ impl Interner {
     pub(crate) fn put(&self, id: &NodeId) {
         let mut t = self.table();
         t.by_content
-            .insert((id.key, id.fingerprint()), Arc::downgrade(&id.inner));
-        t.last.insert(id.key, Arc::downgrade(&id.inner));
+            .insert((id.key(), id.fingerprint()), Arc::downgrade(&id.inner));
+        t.last.insert(id.key(), Arc::downgrade(&id.inner));
         if t.by_content.len() > t.sweep_at {
             t.by_content.retain(|_, w| w.strong_count() > 0);
             t.last.retain(|_, w| w.strong_count() > 0);
@@ -487,8 +492,8 @@ impl NodeId {
 
     fn from_inner(inner: IdInner) -> Self {
         Self {
-            key: NameKey::of(&inner.name),
             inner: Arc::new(Shared {
+                key: NameKey::of(&inner.name),
                 measure: measure(&inner),
                 fingerprint: fingerprint(
                     inner.name.as_bytes(),
@@ -509,7 +514,7 @@ impl NodeId {
 
     /// The key of the name (what foca groups identities by).
     pub fn key(&self) -> NameKey {
-        self.key
+        self.inner.key
     }
 
     /// The low 32 bits of the content fingerprint: with the name key, what a compact
@@ -609,16 +614,15 @@ impl NodeId {
 }
 
 impl PartialEq for NodeId {
-    /// Same name key and same content fingerprint: the same identity. The key is inline, so
-    /// foca's member scans compare integers, and the content is read only for identities of
-    /// one name held in different copies (a node, its directory and, in the simulator, every
-    /// node share one copy of each identity, so that is rare). Two versions of one member's
-    /// identity with one 64-bit fingerprint are the only way to be wrong: about 1 in 10^19
-    /// per pair.
+    /// The same copy, or the same name key and content fingerprint: the same identity. The
+    /// fields are read only for identities held in different copies (a node, its directory
+    /// and, in the simulator, every node share one copy of each identity, so that is rare).
+    /// Two versions of one member's identity with one 64-bit fingerprint are the only way to
+    /// be wrong: about 1 in 10^19 per pair.
     fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-            && (Arc::ptr_eq(&self.inner, &other.inner)
-                || self.inner.fingerprint == other.inner.fingerprint)
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.inner.key == other.inner.key
+                && self.inner.fingerprint == other.inner.fingerprint)
     }
 }
 
@@ -669,7 +673,7 @@ impl foca::Identity for NodeId {
     }
 
     fn addr(&self) -> NameKey {
-        self.key
+        self.inner.key
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {

@@ -16,6 +16,7 @@
 //! - [`user`]: user events: validation, Lamport clock, deduplication.
 //! - [`query`]: queries: what the core reports, and their bookkeeping.
 //! - [`error`]: typed errors.
+//! - `table`: the tables keyed by name key (member records, known identities).
 //! - [`harness`]: what the fuzzers call.
 
 pub mod config;
@@ -26,6 +27,7 @@ pub mod identity;
 pub mod member;
 pub mod node;
 pub mod query;
+mod table;
 pub mod user;
 pub mod wire;
 

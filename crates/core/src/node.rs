@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foca::{AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, State};
+use hashbrown::hash_table::Entry;
 use indexmap::IndexMap;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -25,6 +26,7 @@ use crate::config::{CoreConfig, Suspicion};
 use crate::error::{CommandError, DropReason};
 use crate::identity::{NameKey, NodeId, Tags, validate_tags};
 use crate::member::{EventKind, MemberEvent, MemberInfo, Status};
+use crate::table::{KeyTable, Keyed};
 use crate::wire::{self, Kind, Notice, NoticeAck, SharedDirectory, ValidatingCodec};
 
 /// A timer the driver must deliver back through [`Node::handle_timer`].
@@ -140,6 +142,12 @@ struct Record {
     status: Status,
 }
 
+impl Keyed for Record {
+    fn name_key(&self) -> NameKey {
+        self.id.key()
+    }
+}
+
 struct PendingNotice {
     data: Vec<u8>,
     /// The packets of targets that got their own (with a forward list) instead of `data`,
@@ -161,8 +169,9 @@ pub struct Node {
     config: CoreConfig,
     foca_config: foca::Config,
     rng: SmallRng,
-    /// Every other member we have reported, by name key.
-    members: BTreeMap<NameKey, Record>,
+    /// Every other member we have reported, by name key (iterated in no useful order: what
+    /// depends on the order sorts).
+    members: KeyTable<Record>,
     outputs: VecDeque<Output>,
     stats: Stats,
     left: bool,
@@ -264,7 +273,7 @@ impl Node {
             config,
             foca_config,
             rng,
-            members: BTreeMap::new(),
+            members: KeyTable::default(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
             left: false,
@@ -354,12 +363,13 @@ impl Node {
         }
         let r = self
             .members
-            .get(&NameKey::of(name))
+            .get(NameKey::of(name))
             .filter(|r| r.id.name() == name)?;
+        // foca holds one member per address: a lookup in its index, not a scan.
         let suspect = self
             .foca
-            .iter_membership_state()
-            .any(|m| m.state() == State::Suspect && m.id() == &r.id);
+            .membership_state_of(&r.id.key())
+            .is_some_and(|m| m.state() == State::Suspect && m.id() == &r.id);
         let suspects = if suspect {
             BTreeSet::from([r.id.key()])
         } else {
@@ -381,7 +391,8 @@ impl Node {
     }
 
     /// Every known member's identity and status as recorded by join, leave and failure events
-    /// (suspicion not looked up), this node first. Cheap: no allocation, no scan of foca.
+    /// (suspicion not looked up), this node first, the others in no useful order (the same
+    /// for the same history). Cheap: no allocation, no scan of foca.
     pub fn member_states(&self) -> impl Iterator<Item = (&NodeId, Status)> {
         std::iter::once((self.identity(), self.local().status))
             .chain(self.members.values().map(|r| (&r.id, r.status)))
@@ -656,7 +667,7 @@ impl Node {
         }
         let Some(r) = self
             .members
-            .get(&NameKey::of(name))
+            .get(NameKey::of(name))
             .filter(|r| r.id.name() == name)
         else {
             return Ok(false);
@@ -1048,9 +1059,16 @@ impl Node {
         else {
             return false;
         };
-        !self.foca.iter_membership_state().any(|m| {
-            m.id() == member_id && m.incarnation() == *incarnation && m.state() == State::Suspect
-        })
+        // foca holds one member per address: a lookup in its index, not a scan (this runs
+        // for every suspicion every node hears of).
+        !self
+            .foca
+            .membership_state_of(&member_id.key())
+            .is_some_and(|m| {
+                m.id() == member_id
+                    && m.incarnation() == *incarnation
+                    && m.state() == State::Suspect
+            })
     }
 
     /// One reconnect tick: forget lost members that are back (or lost for longer than the
@@ -1066,7 +1084,7 @@ impl Node {
         let now = self.reconnect_ticks;
         let members = &self.members;
         self.lost.retain(|_, (id, since)| {
-            !members.contains_key(&id.key()) && now.saturating_sub(*since) <= give_up
+            !members.contains(id.key()) && now.saturating_sub(*since) <= give_up
         });
         if self.lost.is_empty() {
             return;
@@ -1093,9 +1111,9 @@ impl Node {
     }
 
     fn reap(&mut self, id: &NodeId) {
-        let reap = matches!(self.members.get(&id.key()),
+        let reap = matches!(self.members.get(id.key()),
             Some(r) if &r.id == id && !r.status.is_live());
-        if reap && let Some(r) = self.members.remove(&id.key()) {
+        if reap && let Some(r) = self.members.remove(id.key()) {
             {
                 // It forgets us as we forget it: whatever we send it next names us in full.
                 let mut dir = self.directory();
@@ -1151,11 +1169,16 @@ impl Node {
 
     /// Every live member's address and name key, by name key.
     fn notice_targets(&self) -> Vec<(SocketAddr, NameKey)> {
-        self.members
+        let mut out: Vec<_> = self
+            .members
             .values()
             .filter(|r| r.status.is_live())
             .map(|r| (r.id.addr(), r.id.key()))
-            .collect()
+            .collect();
+        // The table's order is arbitrary; the split of a notice follows this one. Keys are
+        // unique, so an unstable sort gives one order.
+        out.sort_unstable_by_key(|t| t.1);
+        out
     }
 
     /// Where to pass on a message whose forward list is `list`, from `sender` (its name
@@ -1168,12 +1191,12 @@ impl Node {
     ) -> Vec<SocketAddr> {
         let vouched = self
             .members
-            .get(&sender)
+            .get(sender)
             .is_some_and(|r| r.status.is_live() && r.id.addr() == from);
         list.iter()
             .take(wire::FORWARD_MAX)
             .filter_map(
-                |(k, addr)| match self.members.get(&NameKey(u64::from_le_bytes(*k))) {
+                |(k, addr)| match self.members.get(NameKey(u64::from_le_bytes(*k))) {
                     Some(r) => r.status.is_live().then(|| r.id.addr()),
                     None => vouched.then_some(*addr),
                 },
@@ -1540,7 +1563,7 @@ impl Node {
             OwnedNotification::MemberDown(id) => {
                 if id.is_leaving() {
                     self.mark_left(id);
-                } else if let Some(r) = self.members.get_mut(&id.key())
+                } else if let Some(r) = self.members.get_mut(id.key())
                     && r.status.is_live()
                 {
                     r.status = Status::Failed;
@@ -1560,7 +1583,7 @@ impl Node {
                     self.mark_left(new);
                     return true;
                 }
-                if let Some(r) = self.members.get_mut(&new.key()) {
+                if let Some(r) = self.members.get_mut(new.key()) {
                     r.id = new.clone();
                     // A live member with new tags or address is an update; a member that was
                     // down and is back gets MemberUp right after this, hence a join.
@@ -1611,14 +1634,14 @@ impl Node {
     /// for every member every node learns). Returns the status it had.
     fn put_record(&mut self, id: &NodeId, status: Status) -> Option<Status> {
         match self.members.entry(id.key()) {
-            std::collections::btree_map::Entry::Occupied(mut e) => {
+            Entry::Occupied(mut e) => {
                 let r = e.get_mut();
                 let was = r.status;
                 r.id = id.clone();
                 r.status = status;
                 Some(was)
             }
-            std::collections::btree_map::Entry::Vacant(e) => {
+            Entry::Vacant(e) => {
                 e.insert(Record {
                     id: id.clone(),
                     status,

@@ -23,18 +23,19 @@
 //! identity: reference = name key (u64 LE) + short fingerprint (u32 LE), or postcard in full
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasherDefault;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member, Message, PostcardCodec};
+use hashbrown::hash_table::Entry;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DropReason;
 use crate::error::InvalidInput;
-use crate::identity::{IdRef, Interner, KeyHasher, Limits, NameKey, NodeId};
+use crate::identity::{IdRef, Interner, Limits, NameKey, NodeId};
+use crate::table::KeyTable;
 
 /// First two bytes of every packet.
 pub const MAGIC: [u8; 2] = *b"GA";
@@ -533,8 +534,8 @@ fn malformed(e: impl std::fmt::Display) -> DropReason {
 /// and the peers known to hold it. Shared by a [`crate::Node`] and its codec.
 #[derive(Debug, Default)]
 pub struct Directory {
-    /// Looked up, never iterated (its order would not be deterministic).
-    known: HashMap<NameKey, NodeId, BuildHasherDefault<KeyHasher>>,
+    /// Looked up, never iterated.
+    known: KeyTable<NodeId>,
     me: Option<NodeId>,
     /// Peers (by address) that addressed our current identity, with the short fingerprint of
     /// their own identity then: we reference ourselves to them while they keep that identity.
@@ -552,18 +553,22 @@ impl Directory {
         if self.me.as_ref() != Some(id) {
             self.me = Some(id.clone());
             self.knows_me.clear();
-            self.known.insert(id.key(), id.clone());
+            self.known.insert(id.clone());
         }
     }
 
     /// Remembers `id` if it is the newest identity of its name seen so far, and returns the
     /// stored copy when it is the same identity.
     pub fn learn(&mut self, id: NodeId) -> NodeId {
-        match self.known.get(&id.key()) {
-            Some(k) if *k == id => k.clone(),
-            Some(k) if k.rank() > id.rank() => id,
-            _ => {
-                self.known.insert(id.key(), id.clone());
+        match self.known.entry(id.key()) {
+            Entry::Occupied(e) if *e.get() == id => e.get().clone(),
+            Entry::Occupied(e) if e.get().rank() > id.rank() => id,
+            Entry::Occupied(mut e) => {
+                *e.get_mut() = id.clone();
+                id
+            }
+            Entry::Vacant(e) => {
+                e.insert(id.clone());
                 id
             }
         }
@@ -572,7 +577,7 @@ impl Directory {
     /// Forgets the identities of a reaped member's name (unless it is our own).
     pub fn forget(&mut self, key: NameKey) {
         if self.me.as_ref().map(NodeId::key) != Some(key) {
-            self.known.remove(&key);
+            self.known.remove(key);
         }
     }
 
@@ -605,7 +610,7 @@ impl Directory {
         limits: &Limits,
     ) -> Result<NodeId, InvalidInput> {
         let key = r.key();
-        if let Some(k) = self.known.get(&key)
+        if let Some(k) = self.known.get(key)
             && r.is(k)
         {
             return Ok(k.clone());
@@ -636,7 +641,7 @@ impl Directory {
 
     fn resolve(&self, key: NameKey, short: u32) -> Option<NodeId> {
         self.known
-            .get(&key)
+            .get(key)
             .filter(|k| k.short_fingerprint() == short)
             .cloned()
     }
