@@ -168,6 +168,8 @@ pub struct Node {
     rt: AccumulatingRuntime<NodeId>,
     config: CoreConfig,
     foca_config: foca::Config,
+    /// The cluster size `foca_config` was last worked out for ([`Node::resize`]).
+    sized_for: usize,
     rng: SmallRng,
     /// Every other member we have reported, by name key (iterated in no useful order: what
     /// depends on the order sorts).
@@ -272,6 +274,7 @@ impl Node {
             rt: AccumulatingRuntime::new(),
             config,
             foca_config,
+            sized_for: 1,
             rng,
             members: KeyTable::default(),
             outputs: VecDeque::new(),
@@ -1702,7 +1705,14 @@ impl Node {
 
     /// Retunes foca (transmissions per update, suspicion timeout) for the cluster size.
     fn resize(&mut self) {
-        let wanted = self.config.foca_config(self.live_members());
+        // The settings depend on the size alone (and the fixed configuration): work them
+        // out only when it changed (this runs after every membership change).
+        let size = self.live_members();
+        if size == self.sized_for {
+            return;
+        }
+        self.sized_for = size;
+        let wanted = self.config.foca_config(size);
         let changed = wanted.max_transmissions != self.foca_config.max_transmissions
             || wanted.suspect_to_down_after != self.foca_config.suspect_to_down_after;
         if changed && self.foca.set_config(wanted.clone()).is_ok() {

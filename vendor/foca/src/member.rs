@@ -238,7 +238,10 @@ where
     // gossip-agent patch: the index entry of the member at `from` now
     // points at `to`.
     fn moved(&mut self, addr: &T::Addr, from: usize, to: usize) {
-        if let Some(p) = self.index.find_mut(addr_hash(addr), |&p| p as usize == from) {
+        if let Some(p) = self
+            .index
+            .find_mut(addr_hash(addr), |&p| p as usize == from)
+        {
             *p = to as u32;
         }
     }
@@ -347,12 +350,45 @@ where
         &self,
         wanted: usize,
         output: &mut Vec<Member<T>>,
-        rng: impl RngExt,
+        mut rng: impl RngExt,
         picker: F,
     ) where
         F: Fn(&T) -> bool,
     {
-        self.choose_members(wanted, output, rng, |member| {
+        // gossip-agent patch: when few members are wanted out of many, mostly
+        // active ones, draw positions at random and keep the eligible ones not
+        // drawn yet (rejection sampling), instead of the reservoir below, which
+        // visits every member and draws a random number for most: every node
+        // does that for each gossip round (5 a second), so a 10,000-node
+        // simulation spent most of its steady state there. The chosen set is
+        // still uniform among the eligible members: each kept draw is uniform
+        // over those not chosen yet, and when the bounded attempts run out
+        // (the picker refuses most members) the reservoir chooses afresh.
+        let len = self.inner.len();
+        if wanted > 0
+            && wanted.saturating_mul(4) <= self.num_active
+            && self.num_active.saturating_mul(2) >= len
+        {
+            let start = output.len();
+            let mut attempts = wanted.saturating_mul(8).saturating_add(32);
+            while output.len() - start < wanted && attempts > 0 {
+                attempts -= 1;
+                let member = &self.inner[rng.random_range(0..len)];
+                if member.is_active()
+                    && picker(member.id())
+                    && !output[start..]
+                        .iter()
+                        .any(|o| o.id.addr() == member.id.addr())
+                {
+                    output.push(member.clone());
+                }
+            }
+            if output.len() - start == wanted {
+                return;
+            }
+            output.truncate(start);
+        }
+        self.choose_members(wanted, output, &mut rng, |member| {
             member.is_active() && picker(member.id())
         });
     }
@@ -918,6 +954,65 @@ mod tests {
         assert_eq!(2, out.len());
         assert!(out.iter().any(|m| m.id == Id("7")));
         assert!(out.iter().any(|m| m.id == Id("6")));
+    }
+
+    // gossip-agent patch: choosing few of many active members draws positions
+    // at random; the result is as the reservoir's: distinct, active, passing the
+    // picker, uniform; and a picker that refuses most falls back correctly.
+    #[test]
+    fn choose_few_of_many_is_uniform() {
+        const NAMES: [&str; 40] = [
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+            "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29",
+            "30", "31", "32", "33", "34", "35", "36", "37", "38", "39",
+        ];
+        let members = Members::new(
+            NAMES
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    if i % 4 == 3 {
+                        Member::down(Id(n))
+                    } else {
+                        Member::alive(Id(n))
+                    }
+                })
+                .collect(),
+        );
+        assert_eq!(30, members.num_active());
+        let mut rng = SmallRng::seed_from_u64(0xF0CA);
+        let mut counts = [0u32; 40];
+        let rounds = 30_000;
+        let mut out = Vec::new();
+        for _ in 0..rounds {
+            out.clear();
+            members.choose_active_members(3, &mut out, &mut rng, |id| id.0 != "0");
+            assert_eq!(3, out.len());
+            for (i, m) in out.iter().enumerate() {
+                assert!(m.is_active());
+                assert_ne!(m.id.0, "0");
+                assert!(out[..i].iter().all(|o| o.id != m.id), "distinct");
+                counts[m.id.0.parse::<usize>().expect("number")] += 1;
+            }
+        }
+        // 29 eligible members, 3 chosen a round: each expected 3,103 times; a
+        // binomial's standard deviation here is about 54, so 5 of them is 270.
+        let expected = f64::from(rounds * 3) / 29.0;
+        for (i, c) in counts.iter().enumerate() {
+            if i == 0 || i % 4 == 3 {
+                assert_eq!(0, *c, "member {i} is not eligible");
+            } else {
+                assert!((f64::from(*c) - expected).abs() < 270.0, "member {i}: {c}");
+            }
+        }
+        // Only two eligible: found by the draws or, when those give up, by the
+        // reservoir; both, every time.
+        for _ in 0..100 {
+            out.clear();
+            members.choose_active_members(2, &mut out, &mut rng, |id| id.0 == "1" || id.0 == "2");
+            out.sort_by(|a, b| a.id.0.cmp(b.id.0));
+            assert_eq!(vec![Member::alive(Id("1")), Member::alive(Id("2"))], out);
+        }
     }
 
     // gossip-agent patch: the index names every member's position, through
