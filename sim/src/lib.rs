@@ -1,7 +1,7 @@
 //! A discrete-event simulator that drives many instances of the real core
 //! ([`gossip_core::Node`]) over a simulated network, in virtual time, reproducibly from a seed.
 //!
-//! Events (datagram deliveries and timers) wait in a heap ordered by `(at, seq)` (`queue`); `seq` is a
+//! Events (datagram deliveries and timers) wait in a heap ordered by `(at, seq)`; `seq` is a
 //! global counter, so equal deadlines run in the order they were scheduled and a run is a pure
 //! function of its seed and the operations applied. Nodes can crash (their pending timers and
 //! packets vanish) and restart under the same name with a newer version.
@@ -9,10 +9,10 @@
 //! Every member event every node reports is folded into a trace hash ([`Sim::trace_hash`]):
 //! two runs with one seed must give one hash.
 
-mod queue;
 pub mod scenario;
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -131,7 +131,7 @@ pub struct Sim {
     /// Events by (virtual time in nanoseconds, sequence number, slab key): two integer
     /// comparisons order it (a `Duration` compares seconds, then nanoseconds; its compare
     /// was a quarter of the event loop's own time at 1,000 nodes).
-    queue: queue::EventQueue,
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Event payloads by heap key (kept out of the heap so `Ev` needs no ordering): a slab,
     /// its free slots reused.
     pending: Vec<Option<Ev>>,
@@ -200,7 +200,7 @@ impl Sim {
             params,
             now: Duration::ZERO,
             seq: 0,
-            queue: queue::EventQueue::default(),
+            queue: BinaryHeap::new(),
             pending: Vec::new(),
             free: Vec::new(),
             slots: Vec::new(),
@@ -550,7 +550,7 @@ impl Sim {
     /// Runs events until virtual time `until`.
     pub fn run_until(&mut self, until: Duration) {
         let until_ns = nanos(until);
-        while let Some((at, _, key)) = self.queue.peek().copied() {
+        while let Some(Reverse((at, _, key))) = self.queue.peek().copied() {
             if at > until_ns {
                 break;
             }
@@ -751,7 +751,7 @@ impl Sim {
         };
         self.seq += 1;
         let key = u32::try_from(key).expect("fewer than 2^32 events pending");
-        self.queue.push((nanos(at), self.seq, key));
+        self.queue.push(Reverse((nanos(at), self.seq, key)));
     }
 
     fn drain(&mut self, ix: NodeIx) {
