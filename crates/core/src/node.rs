@@ -854,8 +854,10 @@ impl Node {
                         && notice.member.id() == self.identity();
                     let incarnation = notice.member.incarnation();
                     let m = notice.member;
-                    let tag = notice_tag(from, notice.seq);
-                    if !notice.forward.is_empty() && self.forwarded.insert(tag) {
+                    if !notice.forward.is_empty()
+                        && let tag = notice_tag(from, notice.seq)
+                        && self.forwarded.insert(tag)
+                    {
                         self.forwarded_order.push_back(tag);
                         if self.forwarded_order.len() > FORWARDED_MAX
                             && let Some(old) = self.forwarded_order.pop_front()
