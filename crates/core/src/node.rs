@@ -24,7 +24,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::config::{CoreConfig, Suspicion};
 use crate::error::{CommandError, DropReason};
-use crate::identity::{NameKey, NodeId, Tags, validate_tags};
+use crate::identity::{Fnv, NameKey, NodeId, Tags, validate_tags};
 use crate::member::{EventKind, MemberEvent, MemberInfo, Status};
 use crate::table::{KeyTable, Keyed};
 use crate::wire::{self, Kind, Notice, NoticeAck, SharedDirectory, ValidatingCodec};
@@ -249,13 +249,11 @@ fn notice_tag(from: SocketAddr, seq: u64) -> u64 {
         std::net::IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
         std::net::IpAddr::V6(ip) => ip.octets(),
     };
-    let (port, seq) = (from.port().to_le_bytes(), seq.to_le_bytes());
-    ip.iter()
-        .chain(&port)
-        .chain(&seq)
-        .fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        })
+    let mut h = Fnv::new();
+    h.write(&ip);
+    h.write(&from.port().to_le_bytes());
+    h.write(&seq.to_le_bytes());
+    h.0
 }
 
 /// How many passed-on notices [`Node`] remembers.
