@@ -359,8 +359,8 @@ where
         // active ones, draw positions at random and keep the eligible ones not
         // drawn yet (rejection sampling), instead of the reservoir below, which
         // visits every member and draws a random number for most: every node
-        // does that for each gossip round (5 a second), so a 10,000-node
-        // simulation spent most of its steady state there. The chosen set is
+        // does that for each gossip round (5 a second): 11 % of a 1,000-node
+        // simulation's instructions, growing with the list. The chosen set is
         // still uniform among the eligible members: each kept draw is uniform
         // over those not chosen yet, and when the bounded attempts run out
         // (the picker refuses most members) the reservoir chooses afresh.
