@@ -3,8 +3,8 @@
 //! the simulator (10^8 entries in one process) their size per entry is most of the memory.
 //!
 //! A [`KeyTable`] is a hash table whose buckets hold the values alone (the key is read from
-//! the value, where a [`NodeId`] keeps it inline), hashed by the key itself (it is already a
-//! hash, FNV-1a). A `HashMap<NameKey, NodeId>` spends 8 more bytes a bucket on a copy of the
+//! the value: a [`NodeId`] holds it behind its pointer, in the copy all holders share),
+//! hashed by the key itself (it is already a hash, FNV-1a). A `HashMap<NameKey, NodeId>` spends 8 more bytes a bucket on a copy of the
 //! key, and a `BTreeMap<NameKey, Record>` about 50 bytes an entry in its nodes.
 //!
 //! Its iteration order is deterministic (no random hash state: the same operations give the

@@ -506,8 +506,9 @@ where
                 let hash = addr_hash(&update.id().addr());
                 // gossip-agent patch: grow the list by a quarter, not by doubling (`push`'s
                 // policy). A node holds one list of every member, and the simulator 10,000 of
-                // them: doubling left up to half of each unused (39 bytes a member at 10,000
-                // members, 24 of them in use). Still amortised O(1).
+                // them: doubling left up to half of each unused (at 10,000 members, room for
+                // 16,384 entries of 16 bytes with gossip-agent's identity). Still amortised
+                // O(1).
                 if self.inner.len() == self.inner.capacity() {
                     self.inner.reserve_exact((self.inner.len() / 4).max(4));
                 }
