@@ -184,17 +184,30 @@ fn run_agent(runtime: &tokio::runtime::Runtime, a: cli::AgentArgs) -> ExitCode {
     }
 }
 
+/// The crates of this workspace the binary links: each logs at `--log-level`, dependencies at
+/// `warn` (a test checks the list against the manifests).
+const LOGGING_CRATES: &[&str] = &[
+    "gossip_agent",
+    "gossip_runtime",
+    "gossip_core",
+    "gossip_handlers",
+];
+
+/// The log filter for `level`: our crates at that level, everything else at `warn`.
+fn log_filter(level: &str) -> String {
+    std::iter::once("warn".to_string())
+        .chain(LOGGING_CRATES.iter().map(|c| format!("{c}={level}")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn init_logging(level: &str) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
     // `RUST_LOG` (a list of TARGET=LEVEL and LEVEL) overrides --log-level. A target filter,
     // not an EnvFilter, which brings the full regex engine and its Unicode tables (together
     // with regex-lite for our own patterns: 0.3 MiB less resident per agent).
-    let ours = |level: &str| {
-        format!("warn,gossip_agent={level},gossip_runtime={level},gossip_core={level}")
-            .parse::<Targets>()
-            .ok()
-    };
+    let ours = |level: &str| log_filter(level).parse::<Targets>().ok();
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse::<Targets>().ok())
@@ -490,4 +503,56 @@ fn print_info(i: &InfoResponse) {
     println!("\tdropped_unencrypted = {}", e.dropped_unencrypted);
     println!("\tdropped_wrong_key = {}", e.dropped_wrong_key);
     println!("\tdropped_bad_format = {}", e.dropped_bad_format);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `gossip-*` crates a manifest depends on (normal dependencies), by the path the
+    /// workspace gives each.
+    fn our_deps(
+        manifest: &std::path::Path,
+        workspace: &toml::Table,
+    ) -> Vec<(String, std::path::PathBuf)> {
+        let text = std::fs::read_to_string(manifest).unwrap();
+        let t: toml::Table = toml::from_str(&text).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let Some(deps) = t.get("dependencies").and_then(|d| d.as_table()) else {
+            return Vec::new();
+        };
+        deps.keys()
+            .filter(|k| k.starts_with("gossip-"))
+            .map(|k| {
+                let path = workspace[k]["path"].as_str().expect("a path dependency");
+                (k.clone(), root.join(path).join("Cargo.toml"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_crate_the_binary_links_follows_the_log_level() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let top: toml::Table = toml::from_str(&std::fs::read_to_string(&root).unwrap()).unwrap();
+        let workspace = top["workspace"]["dependencies"].as_table().unwrap().clone();
+        let mut linked = std::collections::BTreeSet::from(["gossip_agent".to_string()]);
+        let mut todo = vec![root];
+        while let Some(m) = todo.pop() {
+            for (name, manifest) in our_deps(&m, &workspace) {
+                if linked.insert(name.replace('-', "_")) {
+                    todo.push(manifest);
+                }
+            }
+        }
+        let listed: std::collections::BTreeSet<String> =
+            LOGGING_CRATES.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            listed, linked,
+            "LOGGING_CRATES must name every linked crate"
+        );
+        assert_eq!(
+            log_filter("debug"),
+            "warn,gossip_agent=debug,gossip_runtime=debug,gossip_core=debug,gossip_handlers=debug"
+        );
+    }
 }

@@ -444,3 +444,73 @@ fn queries_stream_acks_and_answers_respect_filters_and_the_deadline() {
     let out = seed.cli(&["query", "--timeout", "soon", "x"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// A handler's stdout and stderr reach the agent's log at `info`, a line each, whether the
+/// binary runs as `gossip-agent` or as `serf` (Serf's own demo scripts `echo` what they do).
+#[test]
+fn handler_output_is_logged_at_info_under_both_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let serf = dir.path().join("serf");
+    std::os::unix::fs::symlink(Path::new(crate::util::BIN).canonicalize().unwrap(), &serf).unwrap();
+    let handler = "echo \"reloading nginx for $SERF_EVENT\"; echo second line; echo on stderr >&2";
+    let net = test_net();
+    let runs: [(&Path, Vec<String>); 2] = [
+        (
+            Path::new(crate::util::BIN),
+            vec![
+                "--node".into(),
+                "ours".into(),
+                "--bind".into(),
+                format!("127.77.{net}.1:7946"),
+                "--rpc-addr".into(),
+                format!("127.77.{net}.1:7373"),
+                "--log-level".into(),
+                "info".into(),
+                "--event-handler".into(),
+                handler.into(),
+            ],
+        ),
+        (
+            &serf,
+            vec![
+                "agent".into(),
+                "-node=serfname".into(),
+                format!("-bind=127.77.{net}.2:7946"),
+                format!("-rpc-addr=127.77.{net}.2:7373"),
+                "-log-level=info".into(),
+                format!("-event-handler={handler}"),
+            ],
+        ),
+    ];
+    for (i, (bin, args)) in runs.iter().enumerate() {
+        let log = dir.path().join(format!("{i}.log"));
+        let mut child = std::process::Command::new(bin)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // The agent's own member-join runs the handler at start.
+        let seen = wait_until(Duration::from_secs(10), || {
+            let text = read(&log);
+            text.contains("stdout: reloading nginx for member-join")
+                && text.contains("stdout: second line")
+                && text.contains("stderr: on stderr")
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = read(&log);
+        assert!(
+            seen.is_some(),
+            "{}: handler output not logged:\n{text}",
+            bin.display()
+        );
+        assert!(
+            text.lines()
+                .filter(|l| l.contains("stdout:") || l.contains("stderr:"))
+                .all(|l| l.contains("INFO")),
+            "at info level:\n{text}"
+        );
+    }
+}

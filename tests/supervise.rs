@@ -127,29 +127,34 @@ fn the_service_exiting_makes_the_node_leave_with_its_code() {
 
 #[test]
 fn the_health_tag_follows_its_check() {
+    health_tag_follows_its_check(&[]);
+}
+
+/// The supervisor sets the tag inside the agent, not through the control API: a token on
+/// the API changes nothing (it used to answer 401 to the supervisor, leaving `critical`).
+#[test]
+fn the_health_tag_follows_its_check_with_a_control_api_token() {
+    health_tag_follows_its_check(&["--rpc-token", "0123456789abcdef0123456789"]);
+}
+
+fn health_tag_follows_its_check(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let seed = crate::util::seed_agent("seed", dir.path(), &[]);
     let svc = service_script(dir.path(), seed.rpc);
     let (gossip, rpc) = addrs();
     let join = seed.gossip.to_string();
     let health = format!("cmd:test -f {}/healthy", dir.path().display());
-    let agent = Agent::start(
-        "svc",
-        gossip,
-        rpc,
-        &[
-            "--join",
-            &join,
-            "--health",
-            &health,
-            "--health-interval",
-            "100",
-            "--",
-            "/bin/sh",
-            &svc,
-        ],
-        dir.path(),
-    );
+    let mut args = vec![
+        "--join",
+        &join,
+        "--health",
+        &health,
+        "--health-interval",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "/bin/sh", &svc]);
+    let agent = Agent::start("svc", gossip, rpc, &args, dir.path());
     let health_is = |v: &str| seed.member("svc").is_some_and(|m| m["tags"]["health"] == v);
     wait_until(Duration::from_secs(10), || health_is("critical"))
         .unwrap_or_else(|| panic!("not critical at first\n{}", logs(&[&agent, &seed])));

@@ -160,32 +160,14 @@ fn main() {
     }
 }
 
-/// The program's path, installing its Debian package (apt-get) when it is missing.
-fn ensure_installed(program: &str, package: &str) -> PathBuf {
-    let find = || {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(program))
-                .find(|p| p.is_file())
-        })
-    };
-    if let Some(p) = find() {
-        return p;
+/// The program's path, installing its Debian package (apt-get, as root) when it is missing.
+fn ensure_installed(program: &'static str, package: &'static str) -> PathBuf {
+    use gossip_testkit::host;
+    if let Err(e) = host::ensure("gossip-bench", &[host::Need { program, package }]) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
     }
-    eprintln!("installing Debian's {package} package");
-    let st = Command::new("apt-get")
-        .args(["install", "-y", "-q", package])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status();
-    if !st.is_ok_and(|s| s.success()) {
-        eprintln!("error: cannot install {package} (apt-get install {package})");
-        std::process::exit(1);
-    }
-    find().unwrap_or_else(|| {
-        eprintln!("error: {program} not found after installing {package}");
-        std::process::exit(1)
-    })
+    host::which(program).expect("installed just now")
 }
 
 fn build_agent() -> PathBuf {

@@ -268,7 +268,7 @@ impl Proc {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start {cmd}: {e} (is it installed? .ci/run installs it)")
+                panic!("cannot start {cmd}: {e} (is it installed? ./test.sh installs it)")
             });
         Self {
             name: cmd.to_string(),

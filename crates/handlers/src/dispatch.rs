@@ -253,12 +253,21 @@ async fn handler_loop(
                 }
                 continue;
             }
-            if !f.stdout.bytes.is_empty() {
-                tracing::info!(handler = %spec.raw, output = %f.stdout.text(), "handler stdout");
-            }
-            if !f.stderr.bytes.is_empty() && f.outcome == Outcome::Exited(0) {
-                tracing::info!(handler = %spec.raw, output = %f.stderr.text(), "handler stderr");
+            log_output(&spec.raw, "stdout", &f.stdout);
+            if f.outcome == Outcome::Exited(0) {
+                log_output(&spec.raw, "stderr", &f.stderr);
             }
         }
+    }
+}
+
+/// Logs a handler's captured output at info level, one record a line (as Serf logs its
+/// handlers' output), each line after the stream's name.
+fn log_output(handler: &str, stream: &str, out: &script::Captured) {
+    if out.dropped > 0 {
+        tracing::info!(handler, "{stream}: [{} earlier bytes dropped]", out.dropped);
+    }
+    for line in String::from_utf8_lossy(&out.bytes).lines() {
+        tracing::info!(handler, "{stream}: {line}");
     }
 }

@@ -98,16 +98,25 @@ impl Ord for Due {
     }
 }
 
+/// The channel of [`Command`]s to the task that owns the node: the sending half goes to
+/// whatever talks to the agent from inside the process (the supervisor), the receiving half
+/// to [`run_with`]. The control API gets a clone of the sending half.
+pub fn channel() -> (mpsc::Sender<Command>, mpsc::Receiver<Command>) {
+    mpsc::channel(64)
+}
+
 /// Runs the agent until it leaves (signal or `leave` command). Returns once the leave has
 /// been acknowledged or the leave timeout passed.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
-    run_with(config, std::future::pending()).await
+    run_with(config, std::future::pending(), channel()).await
 }
 
-/// Like [`run`], and also leaves when `stop` completes (its output is the logged reason).
+/// Like [`run`], taking commands from `commands` (see [`channel`]), and also leaving when
+/// `stop` completes (its output is the logged reason).
 pub async fn run_with(
     mut config: AgentConfig,
     stop: impl Future<Output = String>,
+    commands: (mpsc::Sender<Command>, mpsc::Receiver<Command>),
 ) -> Result<(), AgentError> {
     let started = Instant::now();
     let crypt = match &config.keyring {
@@ -198,7 +207,7 @@ pub async fn run_with(
     let dispatcher = Dispatcher::spawn(config.handlers.clone(), config.dispatch);
 
     let resolver = Arc::new(Resolver::new());
-    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
+    let (cmd_tx, cmd_rx) = commands;
     let (joined_tx, joined_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
 

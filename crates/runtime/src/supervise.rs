@@ -288,13 +288,18 @@ pub async fn run(mut config: AgentConfig, service: ServiceConfig) -> Result<i32,
         let _ = rx.wait_for(Option::is_some).await;
         "service exited".to_string()
     });
+    let (commands, inbox) = crate::agent::channel();
     let health_task = service.health.clone().map(|check| {
         config
             .tags
             .insert(HEALTH_TAG.to_string(), "critical".to_string());
-        tokio::spawn(health_loop(check, service.health_interval, config.rpc_addr))
+        tokio::spawn(health_loop(
+            check,
+            service.health_interval,
+            commands.clone(),
+        ))
     });
-    let agent = crate::agent::run_with(config, service_gone);
+    let agent = crate::agent::run_with(config, service_gone, (commands, inbox));
     tokio::pin!(agent);
     let result = loop {
         let sig = tokio::select! {
@@ -338,28 +343,45 @@ pub async fn run(mut config: AgentConfig, service: ServiceConfig) -> Result<i32,
 /// The tag that carries the health check's result.
 pub const HEALTH_TAG: &str = "health";
 
-/// Runs the health check and sets the `health` tag through the control API on every change.
-async fn health_loop(check: ReadyCheck, interval: Duration, rpc: SocketAddr) {
-    let client = crate::client::Client::new(rpc);
+/// Runs the health check and sets the `health` tag on every change, through the agent's own
+/// command channel (no HTTP, so no token is needed). A change the agent refuses is logged at
+/// `warn` and tried again after `interval`.
+async fn health_loop(
+    check: ReadyCheck,
+    interval: Duration,
+    commands: tokio::sync::mpsc::Sender<crate::agent::Command>,
+) {
     let mut advertised = false;
     loop {
         let passing = probe(&check, interval.max(Duration::from_millis(500))).await;
+        let mut refused = false;
         if passing != advertised {
             let state = if passing { "passing" } else { "critical" };
             let req = crate::api::TagsRequest {
                 set: [(HEALTH_TAG.to_string(), state.to_string())].into(),
                 delete: Vec::new(),
             };
-            let sent: Result<crate::api::TagsResponse, _> = client.post("/v1/tags", &req).await;
-            match sent {
-                Ok(_) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if commands
+                .send(crate::agent::Command::Tags(req, tx))
+                .await
+                .is_err()
+            {
+                return; // the agent has stopped
+            }
+            match rx.await {
+                Ok(Ok(_)) => {
                     tracing::info!(health = state, "health changed");
                     advertised = passing;
                 }
-                Err(e) => tracing::debug!(error = %e, "cannot set the health tag yet"),
+                Ok(Err(e)) => {
+                    tracing::warn!(health = state, error = %e, "cannot advertise the health");
+                    refused = true;
+                }
+                Err(_) => return,
             }
         }
-        let pause = if advertised {
+        let pause = if advertised || refused {
             interval
         } else {
             Duration::from_millis(100)

@@ -12,7 +12,9 @@ use bollard::Docker;
 use bollard::query_parameters::{BuildImageOptions, CreateImageOptions};
 use futures_util::StreamExt;
 
-use crate::{DemoError, ROLES, Result};
+use gossip_testkit::host;
+
+use crate::{DemoError, ROLES, Result, Variant};
 
 /// What the base image carries: the services of the four roles and the tools the demo uses.
 pub const BASE_PACKAGES: &[&str] = &[
@@ -164,18 +166,49 @@ fn fnv(s: &str) -> u64 {
     })
 }
 
-/// Builds (or finds cached) the Debian base image; returns its name.
-pub async fn ensure_base(docker: &Docker, log: &(dyn Fn(&str) + Sync)) -> Result<String> {
+/// The name of the Debian base image: its tag derives from the host's release, mirror and
+/// [`BASE_PACKAGES`], so a change to any of them builds it anew.
+pub fn base_name() -> Result<String> {
     let (release, mirror) = host_mirror()?;
     let tag = format!(
         "{release}-{:012x}",
         fnv(&format!("{mirror} {}", BASE_PACKAGES.join(","))) & 0xffff_ffff_ffff
     );
-    let name = format!("gossip-demo/base:{tag}");
+    Ok(format!("gossip-demo/base:{tag}"))
+}
+
+/// What building the base image needs on the host.
+pub const HOST_NEEDS: &[host::Need] = &[
+    host::Need {
+        program: "debootstrap",
+        package: "debootstrap",
+    },
+    host::Need {
+        program: "tar",
+        package: "tar",
+    },
+];
+
+/// Checks, before anything is built, that the host has what the images need: when the base
+/// image is not cached, `debootstrap` (installed through apt-get when running as root; else
+/// a [`DemoError::Missing`] naming the package and the command).
+pub async fn check_host(docker: &Docker) -> Result<()> {
+    if docker.inspect_image(&base_name()?).await.is_ok() {
+        return Ok(());
+    }
+    host::ensure("elastic-demo", HOST_NEEDS)?;
+    Ok(())
+}
+
+/// Builds (or finds cached) the Debian base image; returns its name.
+pub async fn ensure_base(docker: &Docker, log: &(dyn Fn(&str) + Sync)) -> Result<String> {
+    let name = base_name()?;
     if docker.inspect_image(&name).await.is_ok() {
         log(&format!("base image {name} is cached"));
         return Ok(name);
     }
+    host::ensure("elastic-demo", HOST_NEEDS)?;
+    let (release, mirror) = host_mirror()?;
     log(&format!(
         "building the base image {name}: debootstrap {release} from {mirror} (about a minute)"
     ));
@@ -202,11 +235,7 @@ async fn bootstrap_and_import(
         .arg(&rootfs)
         .arg(mirror)
         .output()
-        .map_err(|e| {
-            DemoError::Other(format!(
-                "cannot run debootstrap (apt-get install debootstrap): {e}"
-            ))
-        })?;
+        .map_err(|e| DemoError::Other(format!("cannot run debootstrap: {e}")))?;
     if !out.status.success() {
         let tail: String = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -277,24 +306,31 @@ async fn bootstrap_and_import(
     Ok(())
 }
 
-/// Builds the four role images, and the Serf-script variant's three, on top of `base`, with
-/// `agent` as `/usr/local/bin/gossip-agent`.
+/// The images `variant` runs, with the directory of each one's Dockerfile and its role: the
+/// four role images, or the Serf-script variant's three and the regular appserver.
+pub fn variant_images(variant: Variant) -> Vec<(PathBuf, String, &'static str)> {
+    ROLES
+        .iter()
+        .map(|&r| match variant {
+            Variant::SerfScripts if SERF_ROLES.contains(&r) => {
+                (serf_images_dir().join(r), serf_role_image(r), r)
+            }
+            _ => (images_dir().join(r), role_image(r), r),
+        })
+        .collect()
+}
+
+/// Builds the images `variant` runs on top of `base`, with `agent` as
+/// `/usr/local/bin/gossip-agent`.
 pub async fn build_roles(
     docker: &Docker,
     base: &str,
     agent: &Path,
+    variant: Variant,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<()> {
     let binary = std::fs::read(agent)?;
-    let builds = ROLES
-        .iter()
-        .map(|r| (images_dir().join(r), role_image(r), *r))
-        .chain(
-            SERF_ROLES
-                .iter()
-                .map(|r| (serf_images_dir().join(r), serf_role_image(r), *r)),
-        );
-    for (dir, image, role) in builds {
+    for (dir, image, role) in variant_images(variant) {
         let mut tar = tar::Builder::new(Vec::new());
         tar.mode(tar::HeaderMode::Deterministic);
         tar.append_dir_all(".", &dir)?;
@@ -340,15 +376,36 @@ pub async fn build_roles(
     Ok(())
 }
 
-/// Everything the demo needs: the base image (cached) and the role images with this agent.
-pub async fn ensure_all(docker: &Docker, agent: &Path, log: &(dyn Fn(&str) + Sync)) -> Result<()> {
+/// What `variant` needs: the base image (cached) and its role images with this agent.
+pub async fn ensure(
+    docker: &Docker,
+    agent: &Path,
+    variant: Variant,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
     let base = ensure_base(docker, log).await?;
-    build_roles(docker, &base, agent, log).await
+    build_roles(docker, &base, agent, variant, log).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_variant_builds_only_the_images_it_runs() {
+        let names = |v| -> Vec<String> { variant_images(v).into_iter().map(|i| i.1).collect() };
+        assert_eq!(
+            names(Variant::Agent),
+            ROLES.map(role_image).to_vec(),
+            "the four role images"
+        );
+        let serf = names(Variant::SerfScripts);
+        assert_eq!(serf.len(), 4);
+        assert!(serf.contains(&role_image("appserver")));
+        for r in SERF_ROLES {
+            assert!(serf.contains(&serf_role_image(r)), "{r}");
+        }
+    }
 
     #[test]
     fn mirrors_are_read_from_both_apt_formats() {

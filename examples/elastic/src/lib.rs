@@ -33,9 +33,22 @@ pub enum DemoError {
     /// A local command or file failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A program the demo needs on the host is missing and could not be installed.
+    #[error(transparent)]
+    Missing(#[from] gossip_testkit::host::Missing),
     /// Anything else, said in words.
     #[error("{0}")]
     Other(String),
+}
+
+impl DemoError {
+    /// The process exit code for this error: 2 when the host lacks a program, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Missing(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// Result alias.

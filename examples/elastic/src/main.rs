@@ -29,7 +29,7 @@ enum Cmd {
     /// Build the images, start four containers, scale up to 2 frontservers and 3 appservers,
     /// scale down again, showing the proxy's answers at each step; then remove everything
     Run,
-    /// Build the images (the Debian base is cached)
+    /// Build the images of the variant (the Debian base is cached)
     Images,
     /// Build the images and start dnsserver, proxyserver, frontserver1 and appserver1
     Up,
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -74,11 +74,13 @@ fn say(s: &str) {
 }
 
 async fn build(demo: &Demo) -> Result<()> {
+    // What the host lacks is found (and installed, or named) before anything is built.
+    images::check_host(demo.docker()).await?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| images::workspace_dir().join("target"));
     let agent = images::agent_binary(&target, &say)?;
-    images::ensure_all(demo.docker(), &agent, &say).await
+    images::ensure(demo.docker(), &agent, demo.variant, &say).await
 }
 
 async fn run(cli: Cli) -> Result<()> {

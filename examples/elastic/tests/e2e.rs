@@ -20,8 +20,6 @@ const WORKERS: usize = 12;
 
 /// The two end-to-end tests share the engine and the images: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-/// The images are built once per test process.
-static IMAGES_BUILT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[test]
 fn elastic_demo_under_load() {
@@ -127,13 +125,11 @@ struct Phase {
 
 async fn scenario(demo: Demo) -> String {
     let target = images::workspace_dir().join("target/elastic-demo");
-    if !IMAGES_BUILT.load(std::sync::atomic::Ordering::SeqCst) {
-        let agent = images::agent_binary(&target, &log).expect("agent binary");
-        images::ensure_all(demo.docker(), &agent, &log)
-            .await
-            .expect("images");
-        IMAGES_BUILT.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
+    // Each test builds its variant's images (the base and unchanged layers are cached).
+    let agent = images::agent_binary(&target, &log).expect("agent binary");
+    images::ensure(demo.docker(), &agent, demo.variant, &log)
+        .await
+        .expect("images");
     demo.down().await.expect("clean start");
 
     let t0 = Instant::now();

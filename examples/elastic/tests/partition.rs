@@ -93,7 +93,7 @@ async fn scenario(demo: Demo) -> String {
     let log = |s: &str| eprintln!("{s}");
     let target = images::workspace_dir().join("target/elastic-demo");
     let agent = images::agent_binary(&target, &log).expect("agent binary");
-    images::ensure_all(demo.docker(), &agent, &log)
+    images::ensure(demo.docker(), &agent, demo.variant, &log)
         .await
         .expect("images");
     demo.down().await.expect("clean start");
