@@ -497,10 +497,21 @@ fn print_info(i: &InfoResponse) {
     println!("\tdropped_version = {}", s.dropped_version);
     println!("\tdropped_malformed = {}", s.dropped_malformed);
     println!("\tdropped_protocol = {}", s.dropped_protocol);
+    println!("\tdropped_misaddressed = {}", s.dropped_misaddressed);
+    println!("\tdropped_buried = {}", s.dropped_buried);
+    println!("\tlimited_held = {}", s.limited_held);
+    println!("\tlimited_dropped = {}", s.limited_dropped);
+    println!("\tchallenges = {}", s.challenges);
+    println!("\tvalidated = {}", s.validated);
+    println!("\tevent_clock = {}", i.event_clock);
+    println!("\tquery_clock = {}", i.query_clock);
+    println!("handlers:");
+    println!("\tevents_dropped = {}", i.handler_events_dropped);
     let e = &i.encryption;
     println!("encryption:");
     println!("\tkeys = {}", e.keys);
     println!("\tdropped_unencrypted = {}", e.dropped_unencrypted);
+    println!("\tdropped_junk = {}", e.dropped_junk);
     println!("\tdropped_wrong_key = {}", e.dropped_wrong_key);
     println!("\tdropped_bad_format = {}", e.dropped_bad_format);
 }

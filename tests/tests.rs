@@ -3,6 +3,7 @@
 mod util;
 
 mod agent;
+mod attacks;
 mod cli;
 mod handlers;
 mod security;

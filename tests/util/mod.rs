@@ -127,6 +127,11 @@ impl Agent {
         self.wait_ready();
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.borrow().as_ref().expect("running").id()
+    }
+
     /// Sends `sig` to the process.
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = self.child.borrow().as_ref().expect("running").id() as i32;
@@ -412,6 +417,46 @@ pub fn http_get_path(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.trim().to_string())
         .unwrap_or_default();
     Some((code, body))
+}
+
+/// `POST path` with a JSON `body` on `addr`, `Connection: close`: (status code, trimmed
+/// body).
+pub fn http_post_path(addr: SocketAddr, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// Sends the user event `name` through the control API at `rpc` (no CLI process).
+pub fn send_event(rpc: SocketAddr, name: &str, payload: &str, coalesce: bool) -> bool {
+    let body = serde_json::json!({"name": name, "payload": payload, "coalesce": coalesce});
+    http_post_path(rpc, "/v1/event", &body.to_string()).is_some_and(|(code, _)| code == 200)
+}
+
+/// The resident set size of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The A records of `name` from the DNS server at `server` (one UDP query, no recursion).

@@ -51,6 +51,9 @@ pub enum InvalidInput {
         /// The limit.
         max: usize,
     },
+    /// An identity's version is beyond [`crate::identity::VERSION_MAX`].
+    #[error("identity version {0} is beyond the limit")]
+    VersionTooHigh(u64),
     /// A user event name is empty.
     #[error("event name is empty")]
     EventNameEmpty,
@@ -95,6 +98,12 @@ pub enum DropReason {
     /// foca refused it (from ourselves, for an old identity of ours, ...).
     #[error("refused by the membership protocol: {0}")]
     Protocol(String),
+    /// A foca packet for another member: its destination is not this node.
+    #[error("addressed to another member")]
+    Misaddressed,
+    /// From, or about, the last identity of a reaped member or an older one (a replay).
+    #[error("about a reaped member's identity")]
+    Buried,
 }
 
 /// Errors of local commands (join, set tags, leave).

@@ -1,6 +1,7 @@
 //! Entry points for the fuzzers (`fuzz/`) and for the regression tests that replay what they
 //! found: each takes arbitrary bytes, must never panic, and returns what the node made of
-//! them so that callers can check it further.
+//! them so that callers can check it further. Also the crafted datagrams the attack tests send
+//! ([`announce`], [`notice`], [`sync_request`]).
 
 use std::net::SocketAddr;
 
@@ -42,6 +43,75 @@ pub fn sealed(data: &[u8]) -> Vec<Output> {
         Ok((plain, _)) => packet(&plain),
         Err(_) => Vec::new(),
     }
+}
+
+/// A foca Announce from `src` to `dst`, both named in full, as a datagram.
+pub fn announce(src: &crate::NodeId, dst: &crate::NodeId) -> Vec<u8> {
+    use foca::Codec;
+    let mut codec = crate::wire::ValidatingCodec::new(crate::Limits::default());
+    let mut out = Vec::new();
+    crate::wire::put_envelope(&mut out, crate::wire::Kind::Foca);
+    codec
+        .encode_header(
+            &foca::Header {
+                src: src.clone(),
+                src_incarnation: 0,
+                dst: dst.clone(),
+                message: foca::Message::Announce,
+            },
+            &mut out,
+        )
+        .expect("a header fits a Vec");
+    out
+}
+
+/// A notice that `member` is alive, from nobody in particular, as a datagram.
+pub fn notice(member: &crate::NodeId) -> Vec<u8> {
+    crate::wire::encode(
+        crate::wire::Kind::Notice,
+        &crate::wire::Notice {
+            seq: 1,
+            member: foca::Member::alive(member.clone()),
+            from: None,
+            relay: true,
+            forward: Vec::new(),
+        },
+    )
+}
+
+/// The smallest full-state request: no member, an answer wanted (8 bytes).
+pub fn sync_request() -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::wire::put_envelope(&mut out, crate::wire::Kind::Sync);
+    out.extend_from_slice(&[1, 0, 0, 0]);
+    out
+}
+
+/// A query `name` from a member called `origin`, as a datagram.
+pub fn query(origin: &str, name: &str, ltime: u64) -> Vec<u8> {
+    crate::wire::encode(
+        crate::wire::Kind::Query,
+        &crate::wire::QueryMsg {
+            seq: 1,
+            ltime,
+            origin_name: origin.into(),
+            origin_version: 1,
+            name: name.into(),
+            payload: Vec::new(),
+        },
+    )
+}
+
+/// The echo of a challenge datagram (the same cookie), or `None` if it is not a challenge.
+pub fn echo(challenge: &[u8]) -> Option<Vec<u8>> {
+    let (kind, cookie) = crate::wire::open_envelope(challenge, usize::MAX).ok()?;
+    if kind != crate::wire::Kind::Challenge {
+        return None;
+    }
+    let mut out = Vec::new();
+    crate::wire::put_envelope(&mut out, crate::wire::Kind::ChallengeEcho);
+    out.extend_from_slice(cookie);
+    Some(out)
 }
 
 #[cfg(test)]

@@ -24,6 +24,11 @@ pub type Tags = BTreeMap<String, String>;
 /// The tag that `--role` sets.
 pub const ROLE_TAG: &str = "role";
 
+/// The highest identity version accepted from a peer (2^62; a node's first version is its
+/// start time in ms, about 2^41): a member can always take a version above any other
+/// identity of its name that it hears of, and no version arithmetic saturates.
+pub const VERSION_MAX: u64 = 1 << 62;
+
 /// Limits on what an identity may carry. Enforced on local input and on every decoded packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -585,6 +590,17 @@ impl NodeId {
         })
     }
 
+    /// The same member with version `version` (tags, address unchanged; not leaving).
+    pub fn with_version(&self, version: u64) -> Self {
+        Self::from_inner(IdInner {
+            name: self.inner.name.clone(),
+            addr: self.inner.addr,
+            version,
+            leaving: false,
+            tags: self.inner.tags.clone(),
+        })
+    }
+
     /// The identity this node switches to before announcing its leave.
     pub fn as_leaving(&self) -> Self {
         Self::from_inner(IdInner {
@@ -603,6 +619,9 @@ impl NodeId {
 
     /// Checks a decoded identity against `limits`.
     pub(crate) fn validate(&self, limits: &Limits) -> Result<(), InvalidInput> {
+        if self.inner.version > VERSION_MAX {
+            return Err(InvalidInput::VersionTooHigh(self.inner.version));
+        }
         if let Some((name, tags)) = self.inner.measure
             && name as usize <= limits.name_len_max
             && tags as usize <= limits.tags_bytes_max
@@ -668,7 +687,11 @@ impl foca::Identity for NodeId {
         Some(Self::from_inner(IdInner {
             name: self.inner.name.clone(),
             addr: self.inner.addr,
-            version: self.inner.version.checked_add(1)?,
+            version: self
+                .inner
+                .version
+                .checked_add(1)
+                .filter(|v| *v <= VERSION_MAX)?,
             leaving: false,
             tags: self.inner.tags.clone(),
         }))

@@ -13,12 +13,15 @@
 //! - [`config`]: timing profiles and limits.
 //! - [`crypt`]: the keyring and sealed (encrypted) packets.
 //! - [`node`]: the state machine.
-//! - [`user`]: user events: validation, Lamport clock, deduplication.
+//! - [`clock`]: the Lamport clocks of user events and queries, bounded against forged times.
+//! - [`user`]: user events: validation, deduplication.
 //! - [`query`]: queries: what the core reports, and their bookkeeping.
+//! - [`validate`]: anti-amplification: unvalidated sources get at most 3x what they sent.
 //! - [`error`]: typed errors.
 //! - `table`: the tables keyed by name key (member records, known identities).
 //! - [`harness`]: what the fuzzers call.
 
+pub mod clock;
 pub mod config;
 pub mod crypt;
 pub mod error;
@@ -29,6 +32,7 @@ pub mod node;
 pub mod query;
 mod table;
 pub mod user;
+pub mod validate;
 pub mod wire;
 
 pub use config::{CoreConfig, Profile, Suspicion};

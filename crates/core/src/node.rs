@@ -110,9 +110,27 @@ pub struct Stats {
     pub dropped_malformed: u64,
     /// Dropped: refused by the protocol (from ourselves, for a stale identity, ...).
     pub dropped_protocol: u64,
+    /// Dropped: a foca packet for another member (its destination is not this node).
+    #[serde(default)]
+    pub dropped_misaddressed: u64,
+    /// Dropped: from, or about, a reaped member's last identity or an older one (a replay).
+    #[serde(default)]
+    pub dropped_buried: u64,
     /// Announcements sent to reaped failed members (partition healing).
     #[serde(default)]
     pub reconnects: u64,
+    /// Datagrams held until their destination echoed a challenge (anti-amplification).
+    #[serde(default)]
+    pub limited_held: u64,
+    /// Datagrams dropped by the anti-amplification limit (no room to hold them).
+    #[serde(default)]
+    pub limited_dropped: u64,
+    /// Challenges sent to unvalidated sources.
+    #[serde(default)]
+    pub challenges: u64,
+    /// Sources validated by echoing a challenge.
+    #[serde(default)]
+    pub validated: u64,
 }
 
 impl Stats {
@@ -123,6 +141,8 @@ impl Stats {
             + self.dropped_version
             + self.dropped_malformed
             + self.dropped_protocol
+            + self.dropped_misaddressed
+            + self.dropped_buried
     }
 
     fn count_drop(&mut self, reason: &DropReason) {
@@ -132,6 +152,8 @@ impl Stats {
             DropReason::Version(_) => &mut self.dropped_version,
             DropReason::Malformed(_) => &mut self.dropped_malformed,
             DropReason::Protocol(_) => &mut self.dropped_protocol,
+            DropReason::Misaddressed => &mut self.dropped_misaddressed,
+            DropReason::Buried => &mut self.dropped_buried,
         };
         *c += 1;
     }
@@ -200,7 +222,11 @@ pub struct Node {
     /// User events: Lamport clock and recently seen events.
     events: crate::user::EventBuffer,
     /// Query Lamport clock.
-    query_clock: u64,
+    query_clock: crate::clock::LamportClock,
+    /// Addresses we sent a join or push-pull request to (a full state or digest asking for an
+    /// answer) and that have not answered yet, oldest first (bounded): the clocks in their
+    /// answer are taken whole (see [`crate::clock`]).
+    awaiting: indexmap::IndexSet<SocketAddr>,
     /// Queries we asked, until done, by Lamport time.
     queries: BTreeMap<u64, crate::query::Pending>,
     /// Sequence numbers of our query packets, to their query.
@@ -221,6 +247,22 @@ pub struct Node {
     /// Reconnect ticks so far; a tick is scheduled while `lost` is not empty.
     reconnect_ticks: u64,
     reconnect_scheduled: bool,
+    /// Anti-amplification: what unvalidated sources may be sent ([`crate::validate`]).
+    limiter: crate::validate::Limiter,
+    /// The datagram being handled: its source, its size, and whether a member vouches for
+    /// the source (see [`Node::vouch`]).
+    reply: Option<Reply>,
+}
+
+/// The source of the datagram being handled, for the anti-amplification limit.
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    to: SocketAddr,
+    len: usize,
+    /// A member at this address sent it: not limited.
+    vouched: bool,
+    /// Its bytes were counted in the limiter.
+    counted: bool,
 }
 
 /// Room for effects kept between calls; a burst's extra room is given back.
@@ -262,6 +304,9 @@ const FORWARDED_MAX: usize = 1024;
 /// How many answering addresses [`Node::has_answered`] remembers.
 const ANSWERED_MAX: usize = 256;
 
+/// How many unanswered join and push-pull requests [`Node`] remembers.
+const AWAITING_MAX: usize = 256;
+
 impl Node {
     /// A node that is alone until it joins. `version` must grow across restarts of the same
     /// name (the agent passes the wall clock in milliseconds); `seed` feeds every random
@@ -278,6 +323,7 @@ impl Node {
         let foca_config = config.foca_config(1);
         let mut rng = SmallRng::seed_from_u64(seed);
         let foca_rng = SmallRng::seed_from_u64(rng.random());
+        let secret: [u8; 32] = rng.random();
         let dir = SharedDirectory::default();
         dir.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -310,7 +356,8 @@ impl Node {
             raised: std::collections::BTreeSet::new(),
             in_foca_timer: false,
             events: crate::user::EventBuffer::default(),
-            query_clock: 0,
+            query_clock: crate::clock::LamportClock::default(),
+            awaiting: indexmap::IndexSet::new(),
             queries: BTreeMap::new(),
             query_seqs: BTreeMap::new(),
             queries_seen: crate::query::Seen::default(),
@@ -319,6 +366,8 @@ impl Node {
             forwarded_order: VecDeque::new(),
             reconnect_ticks: 0,
             reconnect_scheduled: false,
+            limiter: crate::validate::Limiter::new(secret),
+            reply: None,
         };
         node.emit(EventKind::Join, id, Status::Alive);
         let first = node.jitter(node.config.push_pull_interval);
@@ -427,7 +476,14 @@ impl Node {
 
     /// Counters.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let c = self.limiter.counts;
+        Stats {
+            limited_held: c.held,
+            limited_dropped: c.dropped,
+            challenges: c.challenges,
+            validated: c.validated,
+            ..self.stats
+        }
     }
 
     /// The configuration in force.
@@ -481,6 +537,15 @@ impl Node {
             return Ok(false);
         }
         let new = self.identity().with_tags(tags);
+        self.adopt_identity(new.clone())?;
+        self.emit(EventKind::Update, new, Status::Alive);
+        self.drain_foca();
+        Ok(true)
+    }
+
+    /// Switches to the identity `new` (new tags, or a version above another of our name) and
+    /// tells every member at once.
+    fn adopt_identity(&mut self, new: NodeId) -> Result<(), CommandError> {
         self.foca
             .change_identity(new.clone(), &mut self.rt)
             .map_err(|e| CommandError::Protocol(e.to_string()))?;
@@ -499,10 +564,8 @@ impl Node {
             let _ = self.foca.announce(peer, &mut self.rt);
         }
         self.send_notice(Member::alive(new.clone()));
-        self.announced = Some(new.clone());
-        self.emit(EventKind::Update, new, Status::Alive);
-        self.drain_foca();
-        Ok(true)
+        self.announced = Some(new);
+        Ok(())
     }
 
     /// Sends a user event to every member (this one included, which reports it at once as
@@ -547,8 +610,7 @@ impl Node {
             return Err(CommandError::Left);
         }
         crate::user::validate_event(name, payload, &self.config.limits)?;
-        let ltime = self.query_clock;
-        self.query_clock += 1;
+        let ltime = self.query_clock.tick();
         let me = self.identity().clone();
         let mut pending = Pending::default();
         for t in targets {
@@ -569,6 +631,7 @@ impl Node {
                     seq,
                     ltime,
                     origin_name: me.name().to_string(),
+                    origin_version: me.version(),
                     name: name.to_string(),
                     payload: payload.to_vec(),
                 },
@@ -581,7 +644,7 @@ impl Node {
             if let Some(p) = self.queries.get_mut(&ltime) {
                 p.acked.insert(me.addr());
             }
-            self.queries_seen.admit(me.addr(), ltime);
+            self.queries_seen.admit(me.key(), me.version(), ltime);
             self.outputs.push_back(Output::Query(QueryOutput::Ack {
                 id: ltime,
                 from: me.name().to_string(),
@@ -705,9 +768,33 @@ impl Node {
         Ok(true)
     }
 
-    /// The user event clock (the Lamport time the next local event takes).
-    pub fn event_clock(&self) -> u64 {
-        self.events.clock()
+    /// The Lamport clocks: the times the next local user event and query take.
+    pub fn clocks(&self) -> wire::Clocks {
+        wire::Clocks {
+            event: self.events.clock().time(),
+            query: self.query_clock.time(),
+        }
+    }
+
+    /// Witnesses the clocks a full state or digest from `from` carries: taken whole when it
+    /// answers our own request (`reply` unset, from an address we asked), else bounded.
+    fn witness_clocks(&mut self, from: SocketAddr, reply: bool, clocks: wire::Clocks) {
+        if !reply && self.awaiting.shift_remove(&from) {
+            self.events.clock_mut().witness_answer(clocks.event);
+            self.query_clock.witness_answer(clocks.query);
+        } else {
+            self.events.clock_mut().witness_request(clocks.event);
+            self.query_clock.witness_request(clocks.query);
+        }
+    }
+
+    /// Remembers that `to` was asked for an answer (see [`Node::witness_clocks`]).
+    fn await_answer(&mut self, to: SocketAddr) {
+        self.awaiting.shift_remove(&to);
+        self.awaiting.insert(to);
+        if self.awaiting.len() > AWAITING_MAX {
+            self.awaiting.shift_remove_index(0);
+        }
     }
 
     /// Leaves the cluster gracefully: switches to the leaving identity, declares it down by
@@ -736,6 +823,16 @@ impl Node {
     pub fn handle_packet(&mut self, from: SocketAddr, data: &[u8]) -> Result<(), DropReason> {
         self.stats.packets_in += 1;
         self.stats.bytes_in += data.len() as u64;
+        let counted = self.limiter.limits(from);
+        if counted {
+            self.limiter.received(from, data.len());
+        }
+        self.reply = Some(Reply {
+            to: from,
+            len: data.len(),
+            vouched: false,
+            counted,
+        });
         let result = self.dispatch(from, data);
         if let Err(reason) = &result {
             self.stats.count_drop(reason);
@@ -743,7 +840,62 @@ impl Node {
             *heard = true;
         }
         self.drain_foca();
+        self.reply = None;
+        let outranked = self.directory().take_outranked();
+        if let Some(version) = outranked {
+            self.outrank(version);
+        }
+        self.trim_directory();
         result
+    }
+
+    /// Another identity of our name with version `seen` outranks ours (our clock stepped
+    /// back across a restart, or a forgery): every member would take it for the newer us and
+    /// refuse ours. Take a version above it, say so, and rejoin at once: every member is told
+    /// directly, and one is asked for its full state.
+    fn outrank(&mut self, seen: u64) {
+        let mine = self.identity().clone();
+        if self.left || seen < mine.version() {
+            return;
+        }
+        if seen >= crate::identity::VERSION_MAX {
+            tracing::error!(
+                seen,
+                "an identity of our name has the highest version there is; cannot take one above it"
+            );
+            return;
+        }
+        let new = mine.with_version(seen + 1);
+        tracing::warn!(
+            ours = mine.version(),
+            seen,
+            new = new.version(),
+            "another identity of our name has a newer version (a clock that stepped back, or a forgery); rejoining above it"
+        );
+        if let Err(e) = self.adopt_identity(new) {
+            tracing::warn!(error = %e, "could not take a newer identity version");
+            return;
+        }
+        if let Some(peer) = self.random_live_member() {
+            self.send_full_state(peer.addr(), true);
+        }
+    }
+
+    /// Drops identities from the directory that no member, lost member or ourselves holds any
+    /// more (named in packets that were refused), once they are more than the members.
+    fn trim_directory(&mut self) {
+        let members = self.members.len() + self.lost.len() + 1;
+        if self.directory().len() <= 2 * members + 64 {
+            return;
+        }
+        let lost: BTreeSet<NameKey> = self.lost.values().map(|(id, _)| id.key()).collect();
+        let (records, foca) = (&self.members, &self.foca);
+        self.dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k| {
+                records.contains(k) || lost.contains(&k) || foca.membership_state_of(&k).is_some()
+            });
     }
 
     fn dispatch(&mut self, from: SocketAddr, data: &[u8]) -> Result<(), DropReason> {
@@ -753,16 +905,10 @@ impl Node {
                 if self.left {
                     return Ok(());
                 }
-                if self.addressed_to_old_self(from, payload) {
+                if !self.admit_foca(from, payload)? {
                     return Ok(());
                 }
                 let result = self.foca.handle_data(payload, &mut self.rt);
-                if result.is_err() && self.directory().take_unresolved() {
-                    // The sender referenced an identity we do not hold: ask for it in full.
-                    let mut out = Vec::with_capacity(wire::ENVELOPE_LEN);
-                    wire::put_envelope(&mut out, Kind::Unknown);
-                    self.transmit(from, out);
-                }
                 result.map_err(|e| match e {
                     foca::Error::Decode(_)
                     | foca::Error::MalformedPacket
@@ -776,6 +922,7 @@ impl Node {
             }
             Kind::User => {
                 let msg = wire::decode_user(payload, &self.config.limits)?;
+                self.vouch(NameKey(u64::from_le_bytes(msg.sender)));
                 let ack = wire::encode(Kind::NoticeAck, &NoticeAck { seq: msg.seq });
                 self.transmit(from, ack);
                 let e = msg.event;
@@ -806,7 +953,18 @@ impl Node {
                 if self.left {
                     return Ok(());
                 }
+                if let Some(e) = digest.entries.first() {
+                    self.vouch(e.name_key());
+                    let sender = e.resolve(&self.directory()).map(|m| m.id().clone());
+                    if let Some(sender) = sender
+                        && self.directory().is_buried(&sender)
+                    {
+                        self.challenge_buried(&sender);
+                        return Err(DropReason::Buried);
+                    }
+                }
                 let reply = digest.reply;
+                self.witness_clocks(from, reply, digest.clocks);
                 self.apply_digest(from, digest)?;
                 if reply {
                     self.send_digest(from, false);
@@ -825,6 +983,15 @@ impl Node {
                 if self.left {
                     return Ok(());
                 }
+                if let Some(m) = sync.members.first() {
+                    self.vouch(m.id().key());
+                    if self.directory().is_buried(m.id()) {
+                        let id = m.id().clone();
+                        self.challenge_buried(&id);
+                        return Err(DropReason::Buried);
+                    }
+                }
+                self.witness_clocks(from, sync.reply, sync.clocks);
                 // Not gossiped on: the answer to a join is the cluster as everyone in it
                 // knows it, and a joiner's own state reaches everyone through its notices.
                 // Gossiping either would fill every buffer with old news (at a join storm,
@@ -847,6 +1014,23 @@ impl Node {
             Kind::Notice => {
                 let notice =
                     wire::decode_notice(payload, &self.config.limits, &mut self.directory())?;
+                if notice.from.as_ref().is_none_or(|f| f == notice.member.id()) {
+                    let about = notice.member.id().clone();
+                    self.tell_outranked(from, &about);
+                }
+                if let Some(f) = &notice.from {
+                    self.vouch(f.key());
+                }
+                // Its sender (the member itself when none is named) must not be a reaped
+                // member's old identity; a member that left stays out whoever passes it on.
+                let sender = notice.from.as_ref().unwrap_or(notice.member.id()).clone();
+                if self.directory().is_buried(&sender) {
+                    self.challenge_buried(&sender);
+                    return Err(DropReason::Buried);
+                }
+                if self.directory().is_buried_left(notice.member.id()) {
+                    return Err(DropReason::Buried);
+                }
                 if !self.left {
                     let suspects_me = notice.member.state() == State::Suspect
                         && notice.member.id() == self.identity();
@@ -886,10 +1070,16 @@ impl Node {
             }
             Kind::Query => {
                 let msg = wire::decode_query(payload, &self.config.limits)?;
+                self.vouch(NameKey::of(&msg.origin_name));
                 let ack = wire::encode(Kind::NoticeAck, &NoticeAck { seq: msg.seq });
                 self.transmit(from, ack);
-                self.query_clock = self.query_clock.max(msg.ltime.saturating_add(1));
-                if !self.left && self.queries_seen.admit(from, msg.ltime) {
+                self.query_clock.witness(msg.ltime);
+                let origin = crate::identity::NameKey::of(&msg.origin_name);
+                if !self.left
+                    && self
+                        .queries_seen
+                        .admit(origin, msg.origin_version, msg.ltime)
+                {
                     self.outputs
                         .push_back(Output::Query(crate::query::QueryOutput::Incoming(
                             crate::query::IncomingQuery {
@@ -908,6 +1098,30 @@ impl Node {
                 let ack = wire::encode(Kind::NoticeAck, &NoticeAck { seq: msg.seq });
                 self.transmit(from, ack);
                 self.on_query_response(from, msg.ltime, msg.payload);
+                Ok(())
+            }
+            Kind::Challenge => {
+                if payload.len() != crate::validate::COOKIE_LEN {
+                    return Err(DropReason::Malformed("a challenge holds 8 bytes".into()));
+                }
+                let mut out = Vec::with_capacity(wire::ENVELOPE_LEN + payload.len());
+                wire::put_envelope(&mut out, Kind::ChallengeEcho);
+                out.extend_from_slice(payload);
+                self.transmit(from, out);
+                Ok(())
+            }
+            Kind::ChallengeEcho => {
+                let Some(held) = self.limiter.echo(from, payload) else {
+                    return Err(DropReason::Malformed("a wrong cookie".into()));
+                };
+                for data in held {
+                    self.send(from, data);
+                }
+                // A reaped failed member at this address is alive after all (the other side
+                // of a partition): let it back in, and exchange full state with it now.
+                if self.directory().unbury_failed_at(from) > 0 && !self.left {
+                    self.send_full_state(from, true);
+                }
                 Ok(())
             }
             Kind::NoticeAck => {
@@ -935,44 +1149,112 @@ impl Node {
         }
     }
 
-    /// A member still talking to a previous identity of ours (we restarted, or changed tags,
-    /// and it has not heard yet): foca ignores such packets, so the sender would end up
-    /// suspecting us, and a restarted node with no join target would stay alone. Learn the
-    /// sender and tell it who we are now.
-    fn addressed_to_old_self(&mut self, from: SocketAddr, payload: &[u8]) -> bool {
+    /// Reads a foca packet's header without learning anything from it, and decides what
+    /// becomes of the packet: `Ok(true)`, hand it to foca; `Ok(false)`, handled here (it was
+    /// addressed to a former identity of ours); an error, dropped: not for this node, from a
+    /// reaped member's identity, or undecodable (then, if the sender named itself by a
+    /// reference we do not hold, it is asked for its identity in full). A packet dropped
+    /// here leaves no identity behind in the directory.
+    fn admit_foca(&mut self, from: SocketAddr, payload: &[u8]) -> Result<bool, DropReason> {
         use foca::Codec;
-        let mut codec = ValidatingCodec::with_directory(self.config.limits, self.dir.clone());
-        let Ok(header) = codec.decode_header(payload) else {
-            return false; // foca reports the error
+        let mut codec = ValidatingCodec::peeking(self.config.limits, self.dir.clone());
+        let header = match codec.decode_header(payload) {
+            Ok(h) => h,
+            Err(e) => {
+                if self.directory().take_unresolved() {
+                    let mut out = Vec::with_capacity(wire::ENVELOPE_LEN);
+                    wire::put_envelope(&mut out, Kind::Unknown);
+                    self.transmit(from, out);
+                }
+                return Err(DropReason::Malformed(e.to_string()));
+            }
         };
-        let me = self.identity();
-        if header.dst.name() != me.name()
-            || header.dst == *me
-            || header.message == foca::Message::Announce
-            || header.src.name() == me.name()
-        {
-            return false;
+        self.vouch(header.src.key());
+        let me = self.identity().clone();
+        if header.src.name() == me.name() {
+            if header.src.rank() > me.rank() {
+                // Another identity of our name, newer than ours: take a version above it.
+                self.directory().learn(header.src);
+            }
+            return Ok(true); // foca refuses data from ourselves, and says so
         }
+        if self.directory().is_buried(&header.src) {
+            self.challenge_buried(&header.src);
+            return Err(DropReason::Buried);
+        }
+        self.tell_outranked(from, &header.src);
+        if header.dst == me
+            || (header.message == foca::Message::Announce && header.dst.name() == me.name())
+        {
+            return Ok(true);
+        }
+        if header.dst.name() != me.name() {
+            return Err(DropReason::Misaddressed);
+        }
+        // A member still talking to a previous identity of ours (we restarted, or changed
+        // tags, and it has not heard yet): foca ignores such packets, so the sender would
+        // end up suspecting us, and a restarted node with no join target would stay alone.
+        // Learn the sender and tell it who we are now.
         let sender = Member::new(header.src, header.src_incarnation, State::Alive);
         let _ = self.apply(vec![sender], true);
         let notice = Notice {
             seq: 0,
-            member: Member::alive(self.identity().clone()),
+            member: Member::alive(me),
             from: None,
             relay: true,
             forward: Vec::new(),
         };
         self.transmit(from, wire::encode(Kind::Notice, &notice));
-        true
+        Ok(false)
     }
 
     /// Feeds `members` to foca; `broadcast`: gossip the changes they make on.
+    /// A member speaks with `id` while we hold a newer identity of its name (its clock stepped
+    /// back across a restart, or someone forged one ahead of it): tell it what we hold, in
+    /// full, so it can take a version above it ([`Node::outrank`]). Otherwise it would only
+    /// ever see references to that identity, and every member would refuse it.
+    fn tell_outranked(&mut self, to: SocketAddr, id: &NodeId) {
+        let held = match self.foca.membership_state_of(&id.key()) {
+            Some(m) if m.id().name() == id.name() && m.id().rank() > id.rank() => m.clone(),
+            _ => return,
+        };
+        let notice = Notice {
+            seq: 0,
+            member: held,
+            from: None,
+            relay: false,
+            forward: Vec::new(),
+        };
+        self.transmit(to, wire::encode(Kind::Notice, &notice));
+    }
+
+    /// A datagram came from the last identity of a reaped member, or an older one: a replay,
+    /// or, for a failed member, the other side of a partition that outlasted the reap. The
+    /// member's address is challenged (12 bytes): only a live member echoes, and its echo
+    /// lets it back in ([`Kind::ChallengeEcho`]). A member that left stays out: a restart
+    /// takes a newer version.
+    fn challenge_buried(&mut self, id: &NodeId) {
+        if id.is_leaving() || self.left {
+            return;
+        }
+        let cookie = self.limiter.cookie(id.addr());
+        let mut out = Vec::with_capacity(wire::ENVELOPE_LEN + cookie.len());
+        wire::put_envelope(&mut out, Kind::Challenge);
+        out.extend_from_slice(&cookie);
+        self.send(id.addr(), out);
+    }
+
+    /// Identities of members that left and were reaped, at or below their leaving one, are
+    /// left out (replays: a restart takes a newer version).
     fn apply(&mut self, members: Vec<Member<NodeId>>, broadcast: bool) -> Result<(), DropReason> {
         let members: Vec<Member<NodeId>> = {
             let mut dir = self.directory();
             members
                 .into_iter()
-                .map(|m| Member::new(dir.learn(m.id().clone()), m.incarnation(), m.state()))
+                .filter_map(|m| {
+                    (!dir.is_buried_left(m.id()))
+                        .then(|| Member::new(dir.learn(m.id().clone()), m.incarnation(), m.state()))
+                })
                 .collect()
         };
         self.foca
@@ -1003,6 +1285,7 @@ impl Node {
                 }
             }
             TimerEvent::PushPull => {
+                self.limiter.rotate();
                 if !self.left {
                     if let Some(peer) = self.random_live_member() {
                         self.send_digest(peer.addr(), true);
@@ -1053,6 +1336,7 @@ impl Node {
                 }
             }
             TimerEvent::Reconnect => self.reconnect(),
+
             TimerEvent::HealthDecay => {
                 self.health = self.health.saturating_sub(1);
                 if self.health > 0 {
@@ -1141,10 +1425,14 @@ impl Node {
         if reap && let Some(r) = self.members.remove(id.key()) {
             {
                 // It forgets us as we forget it: whatever we send it next names us in full.
+                // Its last identity stays buried (the newest few thousand are kept): replayed
+                // packets of it cannot bring it back.
                 let mut dir = self.directory();
                 dir.forget(r.id.key());
+                dir.bury(&r.id);
                 dir.forget_peer(r.id.addr());
             }
+
             if r.status == Status::Failed && !self.left {
                 if self.lost.len() >= LOST_MAX
                     && let Some(oldest) = self
@@ -1404,6 +1692,9 @@ impl Node {
         for m in std::iter::once(&me).chain(self.foca.iter_membership_state()) {
             items.push(m);
         }
+        if reply {
+            self.await_answer(to);
+        }
         self.send_chunked(to, Kind::Sync, Some(reply), &items);
     }
 
@@ -1414,12 +1705,15 @@ impl Node {
         for m in std::iter::once(&me).chain(self.foca.iter_membership_state()) {
             items.push_digest_entry(&wire::DigestEntry::of(m));
         }
+        if reply {
+            self.await_answer(to);
+        }
         self.send_chunked(to, Kind::Digest, Some(reply), &items);
     }
 
     /// Sends `items` (each already encoded) in as few packets as fit, each a standalone
-    /// message: the reply flag if any (set on the first packet only), the item count
-    /// (varint), the items.
+    /// message: for a full state or digest (`reply` given) the reply flag (set on the first
+    /// packet only) and our clocks, then the item count (varint), the items.
     fn send_chunked(
         &mut self,
         to: SocketAddr,
@@ -1427,7 +1721,9 @@ impl Node {
         reply: Option<bool>,
         items: &wire::Items,
     ) {
-        let budget = self.config.packet_size_max.get() - wire::ENVELOPE_LEN - 1 - 5;
+        // Envelope, reply flag, clocks (two varints of at most 10 bytes), count.
+        let budget = self.config.packet_size_max.get() - wire::ENVELOPE_LEN - 1 - 20 - 5;
+        let clocks = postcard::to_stdvec(&self.clocks()).expect("varints of two u64");
         let mut chunk: Vec<&[u8]> = Vec::new();
         let mut size = 0;
         let mut chunks = Vec::new();
@@ -1452,6 +1748,7 @@ impl Node {
                 // One answer per exchange: only the first packet asks for it (each packet
                 // asking would make the receiver send its whole state once per packet).
                 out.push(u8::from(reply && i == 0));
+                out.extend_from_slice(&clocks);
             }
             out.extend(postcard::to_stdvec(&chunk.len()).expect("varint of a usize"));
             for m in chunk {
@@ -1768,7 +2065,56 @@ impl Node {
         self.outputs.push_back(Output::Timer { after, timer });
     }
 
+    /// The datagram being handled claims to come from the member `key`: when that member is
+    /// live at the datagram's source, its source is not limited (what it asks is answered in
+    /// full). Called before anything from the datagram is applied or answered.
+    fn vouch(&mut self, key: NameKey) {
+        let Some(r) = self.reply.as_mut() else {
+            return;
+        };
+        if self
+            .members
+            .get(key)
+            .is_some_and(|m| m.status.is_live() && m.id.addr() == r.to)
+        {
+            r.vouched = true;
+            self.limiter.forget(r.to);
+        }
+    }
+
+    /// Sends `data` to `to`, within the anti-amplification limit ([`crate::validate`]): to
+    /// an unvalidated source, what would pass three times the bytes it sent is held until it
+    /// echoes the challenge sent with the first held datagram.
     fn transmit(&mut self, to: SocketAddr, data: Vec<u8>) {
+        let mut vouched = false;
+        if let Some(r) = self.reply.as_mut()
+            && r.to == to
+        {
+            vouched = r.vouched;
+            if !vouched && !r.counted {
+                r.counted = true;
+                self.limiter.received(to, r.len);
+            }
+        }
+        if !vouched {
+            match self.limiter.check(to, &data) {
+                crate::validate::Verdict::Send => {}
+                crate::validate::Verdict::Held(challenge) => {
+                    if let Some(cookie) = challenge {
+                        let mut out = Vec::with_capacity(wire::ENVELOPE_LEN + cookie.len());
+                        wire::put_envelope(&mut out, Kind::Challenge);
+                        out.extend_from_slice(&cookie);
+                        self.send(to, out);
+                    }
+                    return;
+                }
+                crate::validate::Verdict::Dropped => return,
+            }
+        }
+        self.send(to, data);
+    }
+
+    fn send(&mut self, to: SocketAddr, data: Vec<u8>) {
         self.stats.packets_out += 1;
         self.stats.bytes_out += data.len() as u64;
         self.outputs.push_back(Output::Transmit { to, data });
@@ -1882,6 +2228,8 @@ mod tests {
         packets: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
         /// Every datagram delivered: (time, from, to, data).
         log: Vec<(Duration, SocketAddr, SocketAddr, Vec<u8>)>,
+        /// Every event, user event and query output, per node index.
+        seen: Vec<Vec<Output>>,
     }
 
     impl Net {
@@ -1893,6 +2241,7 @@ mod tests {
                 timers: Vec::new(),
                 packets: VecDeque::new(),
                 log: Vec::new(),
+                seen: Vec::new(),
             };
             for i in 0..net.nodes.len() {
                 net.collect(i);
@@ -1909,7 +2258,12 @@ mod tests {
                         self.seq += 1;
                         self.timers.push((self.now + after, self.seq, i, timer));
                     }
-                    Output::Event(_) | Output::User(_) | Output::Query(_) => {}
+                    o @ (Output::Event(_) | Output::User(_) | Output::Query(_)) => {
+                        if self.seen.len() <= i {
+                            self.seen.resize_with(i + 1, Vec::new);
+                        }
+                        self.seen[i].push(o);
+                    }
                 }
             }
         }
@@ -1928,6 +2282,9 @@ mod tests {
                     let _ = self.nodes[i].handle_packet(from, &data);
                     self.collect(i);
                 }
+            }
+            for (at, f, t, d) in self.log.iter().rev().take(12) {
+                eprintln!("{at:?} {f} -> {t} kind {} len {}", d[3], d.len());
             }
             panic!("packet storm");
         }
@@ -2045,9 +2402,10 @@ mod tests {
     #[test]
     fn a_digest_in_several_packets_asks_for_one_answer() {
         let mut net = cluster(&["a", "b", "c"]);
-        // Two 14-byte entries a packet: three members take two packets.
+        // Two 14-byte entries a packet (after the envelope, flag, clocks and count): three
+        // members take two packets.
         for n in &mut net.nodes {
-            n.config.packet_size_max = std::num::NonZeroUsize::new(40).unwrap();
+            n.config.packet_size_max = std::num::NonZeroUsize::new(60).unwrap();
         }
         let digests = |out: Vec<Output>| -> Vec<Vec<u8>> {
             out.into_iter()
@@ -2099,7 +2457,7 @@ mod tests {
         let entry = wire::DigestEntry::of(&Member::alive(d.identity().clone()));
         let mut packet = Vec::new();
         wire::put_envelope(&mut packet, Kind::Digest);
-        packet.extend(postcard::to_stdvec(&(false, vec![entry])).unwrap());
+        packet.extend(postcard::to_stdvec(&(false, wire::Clocks::default(), vec![entry])).unwrap());
         let from = net.nodes[1].identity().addr();
         net.nodes[0].handle_packet(from, &packet).unwrap();
         let out = drain(&mut net.nodes[0]);
@@ -2115,5 +2473,350 @@ mod tests {
             .unwrap()
             .keys;
         assert_eq!(keys, vec![d.identity().key().0.to_le_bytes()]);
+    }
+
+    /// User events node `i` delivered, by name.
+    fn user_events(net: &Net, i: usize) -> Vec<String> {
+        net.seen
+            .get(i)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| match o {
+                Output::User(e) => Some(e.name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Restarts node `i` under its name with `version`, forgetting its timers.
+    fn restart(net: &mut Net, i: usize, version: u64, seed: u64) {
+        let (name, addr) = (
+            net.nodes[i].identity().name().to_string(),
+            net.nodes[i].identity().addr(),
+        );
+        net.nodes[i] = Node::new(
+            &name,
+            addr,
+            version,
+            Tags::new(),
+            CoreConfig::default(),
+            seed,
+        )
+        .unwrap();
+        net.timers.retain(|t| t.2 != i);
+        net.collect(i);
+    }
+
+    /// Issue 21, item 1: after more than 512 events, a restarted member's events still reach
+    /// everyone: it takes the cluster's event clock from the join's answer.
+    #[test]
+    fn a_restarted_member_takes_the_event_clock_on_join_and_its_events_arrive() {
+        let mut net = cluster(&["a", "b", "c"]);
+        for k in 0..600 {
+            net.nodes[0]
+                .user_event(&format!("old{k}"), b"", false)
+                .unwrap();
+            net.collect(0);
+        }
+        net.run_until(net.now + Duration::from_secs(2));
+        assert!(net.nodes[1].clocks().event >= 600);
+        restart(&mut net, 2, 2, 33);
+        let a = net.nodes[0].identity().addr();
+        net.nodes[2].join(&[a]).unwrap();
+        net.collect(2);
+        net.run_until(net.now + Duration::from_secs(5));
+        assert!(
+            net.nodes[2].clocks().event >= 600,
+            "{:?}",
+            net.nodes[2].clocks()
+        );
+        for k in 0..6 {
+            net.nodes[2]
+                .user_event(&format!("new{k}"), b"", false)
+                .unwrap();
+            net.collect(2);
+        }
+        net.run_until(net.now + Duration::from_secs(2));
+        for i in [0, 1] {
+            let got = user_events(&net, i)
+                .iter()
+                .filter(|n| n.starts_with("new"))
+                .count();
+            assert_eq!(
+                got, 6,
+                "node {i} delivered {got} of the restarted member's 6 events"
+            );
+        }
+    }
+
+    /// Issue 21, item 1, hostile forms: an event time of 10,000, or near `u64::MAX`, from a
+    /// stranger does not make a third member's later events old.
+    #[test]
+    fn forged_event_times_do_not_silence_other_members() {
+        for forged_ltime in [10_000, crate::clock::CLOCK_MAX, u64::MAX - 1] {
+            let mut net = cluster(&["a", "b", "c"]);
+            let stranger = SocketAddr::from(([127, 0, 0, 99], 9));
+            let forged = wire::encode(
+                Kind::User,
+                &wire::UserMsg {
+                    seq: 1,
+                    event: crate::user::UserEvent {
+                        ltime: forged_ltime,
+                        name: "forged".into(),
+                        payload: Vec::new(),
+                        coalesce: false,
+                    },
+                    sender: [0; 8],
+                    forward: Vec::new(),
+                },
+            );
+            for i in [0, 1] {
+                let _ = net.nodes[i].handle_packet(stranger, &forged);
+                net.collect(i);
+            }
+            for k in 0..3 {
+                net.nodes[2].user_event("deploy", b"v2", false).unwrap();
+                net.collect(2);
+                net.run_until(net.now + Duration::from_millis(100 * (k + 1)));
+            }
+            net.run_until(net.now + Duration::from_secs(2));
+            for i in [0, 1] {
+                let got = user_events(&net, i)
+                    .iter()
+                    .filter(|n| *n == "deploy")
+                    .count();
+                assert_eq!(
+                    got, 3,
+                    "forged time {forged_ltime}: node {i} delivered {got} of 3"
+                );
+            }
+        }
+    }
+
+    /// Issue 21, item 3: a member restarted at the same address asks queries from time 0
+    /// again; they are new queries and are answered.
+    #[test]
+    fn queries_from_a_member_restarted_at_the_same_address_are_new() {
+        let mut net = cluster(&["a", "b"]);
+        let targets = vec![net.nodes[0].identity().clone()];
+        net.nodes[1]
+            .query("uptime", b"", &targets, Duration::from_secs(2))
+            .unwrap();
+        net.collect(1);
+        net.run_until(net.now + Duration::from_secs(3));
+        restart(&mut net, 1, 2, 44);
+        let targets = vec![net.nodes[0].identity().clone()];
+        // Before it learns the cluster's query clock: time 0 again, as before the restart.
+        net.nodes[1]
+            .query("uptime", b"", &targets, Duration::from_secs(2))
+            .unwrap();
+        net.collect(1);
+        net.run_until(net.now + Duration::from_secs(3));
+        let incoming = net.seen[0]
+            .iter()
+            .filter(|o| matches!(o, Output::Query(crate::query::QueryOutput::Incoming(_))))
+            .count();
+        assert_eq!(incoming, 2, "a handled both queries");
+    }
+
+    /// Issue 21, item 4: a forged identity of b with a version far ahead, told to a: b takes
+    /// a version above it and stays alive everywhere.
+    #[test]
+    fn a_member_outranked_by_a_newer_identity_of_its_name_takes_a_version_above_it() {
+        let mut net = cluster(&["a", "b", "c"]);
+        let b = net.nodes[1].identity().clone();
+        let forged_version = b.version() + 1_000_000_000;
+        let forged = b.with_version(forged_version);
+        let notice = wire::encode(
+            Kind::Notice,
+            &Notice {
+                seq: 9,
+                member: Member::alive(forged),
+                from: None,
+                relay: true,
+                forward: Vec::new(),
+            },
+        );
+        let stranger = SocketAddr::from(([127, 0, 0, 99], 9));
+        let _ = net.nodes[0].handle_packet(stranger, &notice);
+        net.collect(0);
+        net.run_until(net.now + Duration::from_secs(20));
+        let now_b = net.nodes[1].identity().clone();
+        assert!(now_b.version() > forged_version, "b at {}", now_b.version());
+        for i in [0, 2] {
+            let seen = net.nodes[i].member("b").expect("b known");
+            assert_eq!(seen.status, Status::Alive, "node {i}: {seen:?}");
+            assert_eq!(seen.id, now_b, "node {i} holds b's newest identity");
+        }
+    }
+
+    /// Issue 21, item 2: packets naming new identities for another member are dropped,
+    /// counted, and leave nothing in the directory.
+    #[test]
+    fn packets_for_another_member_leave_nothing_behind() {
+        let mut a = node("a", 1);
+        drain(&mut a);
+        let l = crate::Limits::default();
+        let from = SocketAddr::from(([127, 0, 0, 99], 9));
+        for i in 0..10_000u32 {
+            let addr = SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7946));
+            let src = NodeId::new(&format!("src{i}"), addr, 1, Tags::new(), &l).unwrap();
+            let dst = NodeId::new(&format!("dst{i}"), addr, 1, Tags::new(), &l).unwrap();
+            let r = a.handle_packet(from, &crate::harness::announce(&src, &dst));
+            assert!(matches!(r, Err(DropReason::Misaddressed)), "{r:?}");
+            drain(&mut a);
+        }
+        assert_eq!(a.stats().dropped_misaddressed, 10_000);
+        assert!(
+            a.directory().len() <= 1,
+            "{} identities kept",
+            a.directory().len()
+        );
+        assert_eq!(a.members().len(), 1);
+    }
+
+    /// Outputs to `to` since the node was drained: their total bytes.
+    fn bytes_to(out: &[Output], to: SocketAddr) -> usize {
+        out.iter()
+            .map(|o| match o {
+                Output::Transmit { to: t, data } if *t == to => data.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Issue 21, item 7: a forged source gets at most three times the bytes it sent until it
+    /// echoes a challenge; the echo releases what was held.
+    #[test]
+    fn an_unvalidated_source_gets_at_most_three_times_its_bytes() {
+        let mut net = cluster(&["a", "b", "c", "d", "e", "f"]);
+        let before = net.nodes[0].stats();
+        let victim = SocketAddr::from(([127, 0, 0, 99], 9));
+        // A full-state request with nothing in it: 8 bytes.
+        let sync = crate::harness::sync_request();
+        let a = &mut net.nodes[0];
+        a.handle_packet(victim, &sync).unwrap();
+        let out = drain(a);
+        let sent = bytes_to(&out, victim);
+        assert!(sent <= 3 * sync.len(), "{sent} bytes for {}", sync.len());
+        let challenge = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Transmit { to, data }
+                    if *to == victim && data[3] == Kind::Challenge as u8 =>
+                {
+                    Some(data.clone())
+                }
+                _ => None,
+            })
+            .expect("a challenge");
+        // A query whose answer is a kilobyte.
+        let q = wire::encode(
+            Kind::Query,
+            &wire::QueryMsg {
+                seq: 3,
+                ltime: 0,
+                origin_name: "zz".into(),
+                origin_version: 1,
+                name: "big".into(),
+                payload: Vec::new(),
+            },
+        );
+        a.handle_packet(victim, &q).unwrap();
+        a.respond(victim, 0, &[b'x'; 1000]).unwrap();
+        a.handle_timer(TimerEvent::NoticeRetry(a.notice_seq));
+        let out = drain(a);
+        let received = sync.len() + q.len();
+        assert!(bytes_to(&out, victim) + sent <= 3 * received);
+        // The echo releases the held answers.
+        let mut echo = challenge.clone();
+        echo[3] = Kind::ChallengeEcho as u8;
+        a.handle_packet(victim, &echo).unwrap();
+        let out = drain(a);
+        assert!(
+            bytes_to(&out, victim) > 1000,
+            "the state and the answer went out"
+        );
+        let stats = a.stats();
+        assert_eq!(
+            (stats.validated, stats.challenges),
+            (before.validated + 1, before.challenges + 1),
+            "{stats:?}"
+        );
+    }
+
+    /// Issue 21, item 8: once a member that left is reaped, replays of its old packets do not
+    /// bring it back; a failed one comes back only if its address echoes a challenge.
+    #[test]
+    fn replays_of_a_reaped_member_do_not_bring_it_back() {
+        for crashed in [false, true] {
+            let config = CoreConfig {
+                reap_after: Duration::from_secs(20),
+                ..CoreConfig::default()
+            };
+            let nodes = ["a", "b", "c"]
+                .iter()
+                .zip(1..)
+                .map(|(n, s)| {
+                    let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + s as u16));
+                    Node::new(n, addr, 1, Tags::new(), config.clone(), s).unwrap()
+                })
+                .collect();
+            let mut net = Net::new(nodes);
+            let first = net.nodes[0].identity().addr();
+            for i in 1..3 {
+                net.nodes[i].join(&[first]).unwrap();
+                net.collect(i);
+            }
+            net.run_until(Duration::from_secs(5));
+            let c = net.nodes[2].identity().addr();
+            let from_c: Vec<Vec<u8>> = net
+                .log
+                .iter()
+                .filter(|(_, f, _, _)| *f == c)
+                .map(|(_, _, _, d)| d.clone())
+                .collect();
+            assert!(!from_c.is_empty());
+            if crashed {
+                // c's address goes dead: nothing reaches it any more.
+                net.nodes[2] = node("zz-dead", 99);
+            } else {
+                net.nodes[2].leave().unwrap();
+                net.collect(2);
+            }
+            net.run_until(net.now + Duration::from_secs(60));
+            assert!(
+                net.nodes[0].member("c").is_none(),
+                "crashed {crashed}: c reaped"
+            );
+            let joins_before = net.seen[0]
+                .iter()
+                .filter(|o| matches!(o, Output::Event(e) if e.kind == EventKind::Join && e.member.name() == "c"))
+                .count();
+            for p in &from_c {
+                let before = net.nodes[0].member("c").is_some();
+                let r = net.nodes[0].handle_packet(c, p);
+                net.collect(0);
+                assert!(
+                    before || net.nodes[0].member("c").is_none(),
+                    "crashed {crashed}: a packet of kind {} brought c back ({r:?})",
+                    p[3]
+                );
+            }
+            net.run_until(net.now + Duration::from_secs(10));
+            assert!(
+                net.nodes[0].member("c").is_none(),
+                "crashed {crashed}: c came back"
+            );
+            let joins_after = net.seen[0]
+                .iter()
+                .filter(|o| matches!(o, Output::Event(e) if e.kind == EventKind::Join && e.member.name() == "c"))
+                .count();
+            assert_eq!(
+                joins_before, joins_after,
+                "crashed {crashed}: a join event for c"
+            );
+            assert!(net.nodes[0].stats().dropped_buried > 0);
+        }
     }
 }

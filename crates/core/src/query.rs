@@ -12,6 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
+use crate::identity::NameKey;
+
 /// A query as a target's handlers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingQuery {
@@ -64,23 +66,27 @@ pub(crate) struct Pending {
     pub answered: BTreeSet<SocketAddr>,
 }
 
-/// Queries received lately, by (origin, Lamport time): each is handled once.
+/// Queries received lately, by the asking member's identity (name key and version) and the
+/// query's Lamport time: each is handled once. Keyed by identity, not address: a member
+/// restarted at the same address asks anew from time 0, and its queries are new.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
-    order: std::collections::VecDeque<(SocketAddr, u64)>,
-    set: BTreeSet<(SocketAddr, u64)>,
+    order: std::collections::VecDeque<(NameKey, u64, u64)>,
+    set: BTreeSet<(NameKey, u64, u64)>,
 }
 
 /// How many received queries are remembered for deduplication.
 const SEEN_MAX: usize = 1024;
 
 impl Seen {
-    /// True when `(origin, ltime)` is new (and remembers it).
-    pub fn admit(&mut self, origin: SocketAddr, ltime: u64) -> bool {
-        if !self.set.insert((origin, ltime)) {
+    /// True when the query `ltime` of the member `origin` at `version` is new (and
+    /// remembers it).
+    pub fn admit(&mut self, origin: NameKey, version: u64, ltime: u64) -> bool {
+        let key = (origin, version, ltime);
+        if !self.set.insert(key) {
             return false;
         }
-        self.order.push_back((origin, ltime));
+        self.order.push_back(key);
         if self.order.len() > SEEN_MAX
             && let Some(old) = self.order.pop_front()
         {

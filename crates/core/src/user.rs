@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{BUFFER_LTIMES, LamportClock};
 use crate::error::InvalidInput;
 use crate::identity::Limits;
 
@@ -60,13 +61,15 @@ pub fn validate_event(name: &str, payload: &[u8], limits: &Limits) -> Result<(),
     Ok(())
 }
 
-/// How many Lamport times back the buffer remembers (Serf's default event buffer).
-pub const BUFFER_LTIMES: u64 = 512;
+/// How many distinct Lamport times the buffer holds at most: the window behind the clock and
+/// times ahead of it (a forged far-future time stays until the clock reaches it, so without a
+/// bound every distinct one would be kept). Beyond it, the furthest ahead is forgotten first.
+const SEEN_LTIMES_MAX: usize = 4 * BUFFER_LTIMES as usize;
 
 /// The node's event clock and the events it has seen recently.
 #[derive(Debug, Default)]
 pub struct EventBuffer {
-    clock: u64,
+    clock: LamportClock,
     /// Per Lamport time, the events seen (name and payload fingerprint).
     seen: BTreeMap<u64, Vec<(String, u64)>>,
 }
@@ -74,22 +77,26 @@ pub struct EventBuffer {
 impl EventBuffer {
     /// The Lamport time the next local event takes, advancing the clock.
     pub fn next_ltime(&mut self) -> u64 {
-        let t = self.clock;
-        self.clock += 1;
-        t
+        self.clock.tick()
     }
 
-    /// The current clock.
-    pub fn clock(&self) -> u64 {
-        self.clock
+    /// The clock.
+    pub fn clock(&self) -> &LamportClock {
+        &self.clock
+    }
+
+    /// The clock, to witness a time carried by a join or push-pull.
+    pub fn clock_mut(&mut self) -> &mut LamportClock {
+        &mut self.clock
     }
 
     /// Records an event; true when it is new (deliver it), false for a copy or one older than
-    /// the buffer remembers.
+    /// the buffer remembers. Its time moves the clock by at most
+    /// [`crate::clock::JUMP_MAX`].
     pub fn admit(&mut self, ltime: u64, name: &str, payload: &[u8]) -> bool {
-        // Witness the time, as a Lamport clock does.
-        self.clock = self.clock.max(ltime.saturating_add(1));
-        if ltime.saturating_add(BUFFER_LTIMES) < self.clock {
+        self.clock.witness(ltime);
+        let now = self.clock.time();
+        if ltime.saturating_add(BUFFER_LTIMES) < now {
             return false;
         }
         let fp = fingerprint(payload);
@@ -98,9 +105,12 @@ impl EventBuffer {
             return false;
         }
         slot.push((name.to_string(), fp));
-        let floor = self.clock.saturating_sub(BUFFER_LTIMES);
+        let floor = now.saturating_sub(BUFFER_LTIMES);
         while self.seen.first_key_value().is_some_and(|(t, _)| *t < floor) {
             self.seen.pop_first();
+        }
+        while self.seen.len() > SEEN_LTIMES_MAX {
+            self.seen.pop_last();
         }
         true
     }
@@ -128,11 +138,45 @@ mod tests {
         assert!(!b.admit(7, "deploy", b"v2"), "a copy");
         assert!(b.admit(7, "deploy", b"v3"), "same time, other payload");
         assert!(b.admit(7, "reload", b"v2"), "same time, other name");
-        assert_eq!(b.clock(), 8);
+        assert_eq!(b.clock().time(), 8);
         assert_eq!(b.next_ltime(), 8);
+        b.clock_mut().witness_answer(9 + BUFFER_LTIMES + 5);
         assert!(b.admit(8 + BUFFER_LTIMES + 5, "x", b""));
         assert!(!b.admit(8, "late", b""), "older than the buffer");
         assert!(b.seen.len() <= 2, "old times are forgotten");
+    }
+
+    /// A forged far-future time moves the clock half a window: events at the members' own
+    /// times still arrive; a time near `u64::MAX` does not saturate the clock, so identical
+    /// events later still arrive each time.
+    #[test]
+    fn far_future_times_do_not_make_later_events_old() {
+        let mut b = EventBuffer::default();
+        for t in 0..600 {
+            assert!(b.admit(t, "e", format!("{t}").as_bytes()));
+        }
+        assert!(b.admit(10_000, "forged", b""));
+        assert_eq!(b.clock().time(), 600 + crate::clock::JUMP_MAX);
+        assert!(
+            b.admit(600, "next", b""),
+            "a member's next event still arrives"
+        );
+        let mut c = EventBuffer::default();
+        c.admit(u64::MAX - 1, "forged", b"");
+        let (a, d) = (c.next_ltime(), c.next_ltime());
+        assert!(
+            c.admit(a, "deploy", b"v2") && c.admit(d, "deploy", b"v2"),
+            "both arrive"
+        );
+    }
+
+    #[test]
+    fn the_buffer_stays_bounded_under_distinct_future_times() {
+        let mut b = EventBuffer::default();
+        for i in 0..10_000u64 {
+            b.admit(1_000_000 + i * 7, "x", b"");
+        }
+        assert!(b.seen.len() <= SEEN_LTIMES_MAX);
     }
 
     #[test]

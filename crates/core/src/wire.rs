@@ -39,8 +39,9 @@ use crate::table::KeyTable;
 
 /// First two bytes of every packet.
 pub const MAGIC: [u8; 2] = *b"GA";
-/// The wire version this build speaks (2: compact identity references in foca headers).
-pub const VERSION: u8 = 2;
+/// The wire version this build speaks (2: compact identity references in foca headers; 3:
+/// Lamport clocks in full-state and digest exchanges, the asking member's version in queries).
+pub const VERSION: u8 = 3;
 /// Length of an identity reference on the wire.
 pub const REF_LEN: usize = 12;
 /// Envelope length in bytes.
@@ -71,6 +72,11 @@ pub enum Kind {
     Query = 8,
     /// A query's answer, acknowledged with a [`NoticeAck`] ([`QueryResponseMsg`]).
     QueryResponse = 9,
+    /// "Echo this cookie": the sender holds datagrams for us until our address is validated
+    /// (see [`crate::validate`]). Payload: the cookie.
+    Challenge = 10,
+    /// The echo of a [`Kind::Challenge`]'s cookie. Payload: the cookie.
+    ChallengeEcho = 11,
 }
 
 impl Kind {
@@ -86,6 +92,8 @@ impl Kind {
             7 => Self::User,
             8 => Self::Query,
             9 => Self::QueryResponse,
+            10 => Self::Challenge,
+            11 => Self::ChallengeEcho,
             _ => return None,
         })
     }
@@ -97,8 +105,21 @@ impl Kind {
 pub struct Sync {
     /// The receiver should answer with its own full state (join and periodic push-pull).
     pub reply: bool,
+    /// The sender's Lamport clocks.
+    pub clocks: Clocks,
     /// Members as the sender knows them, its own identity first.
     pub members: Vec<Member<NodeId>>,
+}
+
+/// The sender's Lamport clocks (the times its next user event and query take), carried in
+/// every [`Sync`] and [`Digest`] packet, as Serf carries its clocks in push-pull: a joiner
+/// takes the cluster's time before it sends an event (see [`crate::clock`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clocks {
+    /// User event clock.
+    pub event: u64,
+    /// Query clock.
+    pub query: u64,
 }
 
 /// An identity change sent straight to members (leave, tag change) and acknowledged, so the
@@ -138,6 +159,8 @@ pub const FORWARD_MAX: usize = 64;
 pub struct Digest {
     /// The receiver should answer with its own digest.
     pub reply: bool,
+    /// The sender's Lamport clocks.
+    pub clocks: Clocks,
     /// Members as the sender knows them, its own first.
     pub entries: Vec<DigestEntry>,
 }
@@ -278,6 +301,7 @@ pub struct Want {
 /// [`Digest`] (a property test compares the two on valid, cut and random input).
 pub fn decode_digest(payload: &[u8]) -> Result<Digest, DropReason> {
     let (reply, rest) = postcard::take_from_bytes::<bool>(payload).map_err(malformed)?;
+    let (clocks, rest) = postcard::take_from_bytes::<Clocks>(rest).map_err(malformed)?;
     let (n, mut rest) = postcard::take_from_bytes::<usize>(rest).map_err(malformed)?;
     // An entry takes at least 14 bytes: room for more than the packet holds is not reserved.
     let mut entries = Vec::with_capacity(n.min(rest.len() / 14));
@@ -292,7 +316,11 @@ pub fn decode_digest(payload: &[u8]) -> Result<Digest, DropReason> {
             rest.len()
         )));
     }
-    Ok(Digest { reply, entries })
+    Ok(Digest {
+        reply,
+        clocks,
+        entries,
+    })
 }
 
 /// Decodes a [`Want`].
@@ -323,6 +351,9 @@ pub struct QueryMsg {
     pub ltime: u64,
     /// The asking node's name.
     pub origin_name: String,
+    /// The asking node's identity version: with the name and the Lamport time, what makes a
+    /// query unique (a member restarted at the same address asks anew, from time 0).
+    pub origin_version: u64,
     /// Query name.
     pub name: String,
     /// Payload.
@@ -343,6 +374,7 @@ pub struct QueryResponseMsg {
 /// Decodes a [`QueryMsg`] and checks it against `limits` (like a user event).
 pub fn decode_query(payload: &[u8], limits: &Limits) -> Result<QueryMsg, DropReason> {
     let msg: QueryMsg = decode_exact(payload)?;
+    check_ltime(msg.ltime)?;
     crate::user::validate_event(&msg.name, &msg.payload, limits).map_err(malformed)?;
     crate::identity::validate_name(&msg.origin_name, limits).map_err(malformed)?;
     Ok(msg)
@@ -367,6 +399,7 @@ pub fn decode_query_response(
 /// Decodes a [`UserMsg`] and checks its event against `limits`.
 pub fn decode_user(payload: &[u8], limits: &Limits) -> Result<UserMsg, DropReason> {
     let msg: UserMsg = decode_exact(payload)?;
+    check_ltime(msg.event.ltime)?;
     crate::user::validate_event(&msg.event.name, &msg.event.payload, limits).map_err(malformed)?;
     check_forward(&msg.forward)?;
     Ok(msg)
@@ -419,6 +452,7 @@ pub fn decode_sync(
 ) -> Result<Sync, DropReason> {
     let err = |e: CodecError| DropReason::Malformed(e.0);
     let (reply, rest): (bool, _) = take(payload).map_err(err)?;
+    let (clocks, rest): (Clocks, _) = take(rest).map_err(err)?;
     let (count, mut rest): (usize, _) = take(rest).map_err(err)?;
     // A hostile count costs nothing: the loop ends with the bytes.
     let mut members = Vec::with_capacity(count.min(rest.len()));
@@ -433,7 +467,11 @@ pub fn decode_sync(
             rest.len()
         )));
     }
-    Ok(Sync { reply, members })
+    Ok(Sync {
+        reply,
+        clocks,
+        members,
+    })
 }
 
 /// Decodes one `Member<NodeId>` (its postcard encoding: identity, incarnation, state) through
@@ -449,14 +487,21 @@ fn take_member<'a>(
     Ok((Member::new(id, incarnation, state), rest))
 }
 
-/// Decodes one identity through `dir`, as [`Directory::intern`] does.
+/// Decodes one identity through `dir`, as [`Directory::intern`] does (or only as
+/// [`Directory::peek`] does when `learn` is false).
 fn take_id<'a>(
     bytes: &'a [u8],
     dir: &mut Directory,
     limits: &Limits,
+    learn: bool,
 ) -> Result<(NodeId, &'a [u8]), CodecError> {
     let (id, rest): (IdRef<'_>, _) = take(bytes)?;
-    Ok((dir.intern(&id, limits).map_err(invalid)?, rest))
+    let id = if learn {
+        dir.intern(&id, limits)
+    } else {
+        dir.peek(&id, limits)
+    };
+    Ok((id.map_err(invalid)?, rest))
 }
 
 fn invalid(e: InvalidInput) -> CodecError {
@@ -475,7 +520,7 @@ pub fn decode_notice(
     let (member, rest) = take_member(rest, dir, limits).map_err(err)?;
     let (has_from, rest): (bool, _) = take(rest).map_err(err)?;
     let (from, rest) = if has_from {
-        let (id, rest) = take_id(rest, dir, limits).map_err(err)?;
+        let (id, rest) = take_id(rest, dir, limits, true).map_err(err)?;
         (Some(id), rest)
     } else {
         (None, rest)
@@ -496,6 +541,16 @@ pub fn decode_notice(
         relay,
         forward,
     })
+}
+
+/// A Lamport time no clock reaches ([`crate::clock::CLOCK_MAX`]) is refused.
+fn check_ltime(ltime: u64) -> Result<(), DropReason> {
+    if ltime > crate::clock::CLOCK_MAX {
+        return Err(DropReason::Malformed(format!(
+            "Lamport time {ltime} is beyond any clock"
+        )));
+    }
+    Ok(())
 }
 
 fn check_forward(forward: &[Forward]) -> Result<(), DropReason> {
@@ -534,17 +589,34 @@ fn malformed(e: impl std::fmt::Display) -> DropReason {
 /// and the peers known to hold it. Shared by a [`crate::Node`] and its codec.
 #[derive(Debug, Default)]
 pub struct Directory {
-    /// Looked up, never iterated.
+    /// Looked up, never iterated for a decision (swept by [`Directory::retain`]).
     known: KeyTable<NodeId>,
     me: Option<NodeId>,
     /// Peers (by address) that addressed our current identity, with the short fingerprint of
     /// their own identity then: we reference ourselves to them while they keep that identity.
+    /// At most [`KNOWS_ME_MAX`].
     knows_me: BTreeMap<SocketAddr, u32>,
     /// Set when a decode failed on a sender reference we could not resolve.
     unresolved: bool,
+    /// The highest version seen of an identity with our own name that outranks ours, since
+    /// last taken ([`Directory::take_outranked`]).
+    outranked: Option<u64>,
+    /// Reaped members' last identities ([`Directory::bury`]): their rank and address; older
+    /// or equal ones are refused.
+    tombstones: BTreeMap<NameKey, ((u64, bool), SocketAddr)>,
+    /// The same keys, oldest first.
+    tombstone_order: std::collections::VecDeque<NameKey>,
     /// Identities shared with other nodes of this process (the simulator's), if any.
     shared: Option<Interner>,
 }
+
+/// How many peers [`Directory`] remembers as holding our identity (an attacker controls the
+/// addresses named in identities; past this, the lowest address is forgotten: we name
+/// ourselves to it in full again, nothing worse).
+pub const KNOWS_ME_MAX: usize = 4096;
+
+/// How many reaped identities [`Directory`] keeps tombstones for.
+pub const TOMBSTONES_MAX: usize = 4096;
 
 impl Directory {
     /// Our identity is now `id` (at start, after a tag change, a leave or a renewal): every
@@ -558,8 +630,21 @@ impl Directory {
     }
 
     /// Remembers `id` if it is the newest identity of its name seen so far, and returns the
-    /// stored copy when it is the same identity.
+    /// stored copy when it is the same identity. An identity of our own name other than ours
+    /// is never stored; when it outranks ours, its version is noted for
+    /// [`Directory::take_outranked`].
     pub fn learn(&mut self, id: NodeId) -> NodeId {
+        if let Some(me) = &self.me
+            && me.key() == id.key()
+        {
+            if *me == id {
+                return me.clone();
+            }
+            if id.rank() > me.rank() {
+                self.outranked = self.outranked.max(Some(id.version()));
+            }
+            return id;
+        }
         match self.known.entry(id.key()) {
             Entry::Occupied(e) if *e.get() == id => e.get().clone(),
             Entry::Occupied(e) if e.get().rank() > id.rank() => id,
@@ -574,11 +659,73 @@ impl Directory {
         }
     }
 
-    /// Forgets the identities of a reaped member's name (unless it is our own).
+    /// The highest version of an identity with our name that outranks ours seen since the
+    /// last call (a restart with a clock that stepped back, or a forgery): the node must take
+    /// a version above it.
+    pub fn take_outranked(&mut self) -> Option<u64> {
+        self.outranked.take()
+    }
+
+    /// Forgets the identities of a reaped member's name (unless it is our own), keeping a
+    /// tombstone of the last one: identities of that name that do not outrank it are refused
+    /// from now on ([`Directory::is_buried`]; the newest [`TOMBSTONES_MAX`] are kept, with no
+    /// time limit, since a replay may be of any age), so replayed packets cannot bring it
+    /// back. A restart takes a newer version and is not affected.
     pub fn forget(&mut self, key: NameKey) {
-        if self.me.as_ref().map(NodeId::key) != Some(key) {
-            self.known.remove(key);
+        if self.me.as_ref().map(NodeId::key) == Some(key) {
+            return;
         }
+        if let Some(id) = self.known.remove(key) {
+            self.bury(&id);
+        }
+    }
+
+    /// Keeps a tombstone of `id` (bounded: the oldest go first).
+    pub fn bury(&mut self, id: &NodeId) {
+        let stone = (id.rank(), id.addr());
+        match self.tombstones.insert(id.key(), stone) {
+            Some(old) if old.0 > stone.0 => {
+                self.tombstones.insert(id.key(), old);
+            }
+            Some(_) => {}
+            None => self.tombstone_order.push_back(id.key()),
+        }
+        while self.tombstones.len() > TOMBSTONES_MAX
+            && let Some(k) = self.tombstone_order.pop_front()
+        {
+            self.tombstones.remove(&k);
+        }
+    }
+
+    /// Lifts the tombstones of failed (not left) members at `addr`: the address proved it is
+    /// alive (it echoed a challenge), so what comes from it now is no replay. Returns how
+    /// many were lifted.
+    pub fn unbury_failed_at(&mut self, addr: SocketAddr) -> usize {
+        let before = self.tombstones.len();
+        self.tombstones
+            .retain(|_, ((_, leaving), at)| *leaving || *at != addr);
+        let lifted = before - self.tombstones.len();
+        if lifted > 0 {
+            let stones = &self.tombstones;
+            self.tombstone_order.retain(|k| stones.contains_key(k));
+        }
+        lifted
+    }
+
+    /// True for an identity of a reaped member that does not outrank its last one.
+    pub fn is_buried(&self, id: &NodeId) -> bool {
+        self.tombstones
+            .get(&id.key())
+            .is_some_and(|(rank, _)| id.rank() <= *rank)
+    }
+
+    /// True for an identity of a reaped member that left and that does not outrank its
+    /// leaving identity: it can never legitimately be alive again (a restart takes a newer
+    /// version), whoever lists it.
+    pub fn is_buried_left(&self, id: &NodeId) -> bool {
+        self.tombstones
+            .get(&id.key())
+            .is_some_and(|(rank, _)| rank.1 && id.rank() <= *rank)
     }
 
     /// The peer at `addr` could not resolve our reference: send our identity in full again.
@@ -601,6 +748,21 @@ impl Directory {
         self.known.is_empty()
     }
 
+    /// Keeps only the identities whose key `keep` accepts (and our own): what the node no
+    /// longer needs (identities named in packets it ignored or refused) is dropped.
+    pub fn retain(&mut self, mut keep: impl FnMut(NameKey) -> bool) {
+        let me = self.me.as_ref().map(NodeId::key);
+        let drop: Vec<NameKey> = self
+            .known
+            .values()
+            .map(NodeId::key)
+            .filter(|k| Some(*k) != me && !keep(*k))
+            .collect();
+        for k in drop {
+            self.known.remove(k);
+        }
+    }
+
     /// The identity `r` names: the stored copy when this directory holds that very identity
     /// (nothing is built, allocated or validated again), else a new one, checked against
     /// `limits` and learnt.
@@ -609,6 +771,13 @@ impl Directory {
         r: &IdRef<'_>,
         limits: &Limits,
     ) -> Result<NodeId, InvalidInput> {
+        let id = self.peek(r, limits)?;
+        Ok(self.learn(id))
+    }
+
+    /// Like [`Directory::intern`], but a new identity is not learnt: for packets that may
+    /// yet be ignored (their identities must not stay in memory).
+    pub(crate) fn peek(&self, r: &IdRef<'_>, limits: &Limits) -> Result<NodeId, InvalidInput> {
         let key = r.key();
         if let Some(k) = self.known.get(key)
             && r.is(k)
@@ -631,7 +800,7 @@ impl Directory {
         };
         // Checked against our own limits, also when another node built it.
         id.validate(limits)?;
-        Ok(self.learn(id))
+        Ok(id)
     }
 
     /// Shares identities with the other nodes that use `interner`.
@@ -662,6 +831,9 @@ fn lock(dir: &SharedDirectory) -> MutexGuard<'_, Directory> {
 pub struct ValidatingCodec {
     limits: Limits,
     dir: SharedDirectory,
+    /// Whether decoded identities are learnt (false: a look at a header before deciding
+    /// whether to accept the packet, see [`ValidatingCodec::peeking`]).
+    learn: bool,
 }
 
 impl ValidatingCodec {
@@ -672,7 +844,22 @@ impl ValidatingCodec {
 
     /// A codec enforcing `limits` and resolving references through `dir`.
     pub fn with_directory(limits: Limits, dir: SharedDirectory) -> Self {
-        Self { limits, dir }
+        Self {
+            limits,
+            dir,
+            learn: true,
+        }
+    }
+
+    /// A codec that decodes headers without learning the identities in them (nor which peers
+    /// hold ours): a node reads a packet's header with it before it accepts the packet, so
+    /// a packet it ignores leaves nothing behind.
+    pub fn peeking(limits: Limits, dir: SharedDirectory) -> Self {
+        Self {
+            limits,
+            dir,
+            learn: false,
+        }
     }
 
     /// The directory this codec resolves references through.
@@ -782,7 +969,7 @@ impl Codec<NodeId> for ValidatingCodec {
                 }
             }
         } else {
-            take_id(rest, &mut dir, &self.limits)?
+            take_id(rest, &mut dir, &self.limits, self.learn)?
         };
         let (src_incarnation, rest) = take(rest)?;
         let (dst, rest) = if flags & FLAG_DST_REF != 0 {
@@ -795,53 +982,49 @@ impl Codec<NodeId> for ValidatingCodec {
             };
             (dst, rest)
         } else {
-            take_id(rest, &mut dir, &self.limits)?
+            take_id(rest, &mut dir, &self.limits, self.learn)?
         };
         let (message, rest): (Message<NodeId>, _) = take(rest)?;
+        let learn = self.learn;
+        let mut seen = |id: NodeId| -> Result<NodeId, CodecError> {
+            self.check(&id)?;
+            Ok(if learn { dir.learn(id) } else { id })
+        };
         let message = match message {
             Message::PingReq {
                 target,
                 probe_number,
-            } => {
-                self.check(&target)?;
-                Message::PingReq {
-                    target: dir.learn(target),
-                    probe_number,
-                }
-            }
+            } => Message::PingReq {
+                target: seen(target)?,
+                probe_number,
+            },
             Message::IndirectPing {
                 origin,
                 probe_number,
-            } => {
-                self.check(&origin)?;
-                Message::IndirectPing {
-                    origin: dir.learn(origin),
-                    probe_number,
-                }
-            }
+            } => Message::IndirectPing {
+                origin: seen(origin)?,
+                probe_number,
+            },
             Message::IndirectAck {
                 target,
                 probe_number,
-            } => {
-                self.check(&target)?;
-                Message::IndirectAck {
-                    target: dir.learn(target),
-                    probe_number,
-                }
-            }
+            } => Message::IndirectAck {
+                target: seen(target)?,
+                probe_number,
+            },
             Message::ForwardedAck {
                 origin,
                 probe_number,
-            } => {
-                self.check(&origin)?;
-                Message::ForwardedAck {
-                    origin: dir.learn(origin),
-                    probe_number,
-                }
-            }
+            } => Message::ForwardedAck {
+                origin: seen(origin)?,
+                probe_number,
+            },
             other => other,
         };
-        if dir.me.as_ref() == Some(&dst) {
+        if self.learn && dir.me.as_ref() == Some(&dst) {
+            if dir.knows_me.len() >= KNOWS_ME_MAX && !dir.knows_me.contains_key(&src.addr()) {
+                dir.knows_me.pop_first();
+            }
             dir.knows_me.insert(src.addr(), src.short_fingerprint());
         }
         let after = rest.len();
@@ -997,6 +1180,10 @@ mod tests {
         .unwrap();
         let msg = Sync {
             reply: true,
+            clocks: Clocks {
+                event: 600,
+                query: 3,
+            },
             members: vec![Member::alive(id)],
         };
         let bytes = encode(Kind::Sync, &msg);
@@ -1004,6 +1191,7 @@ mod tests {
         assert_eq!(kind, Kind::Sync);
         let back = decode_sync(payload, &limits, &mut Directory::default()).unwrap();
         assert_eq!(back.members, msg.members);
+        assert_eq!(back.clocks, msg.clocks);
         // Trailing garbage is refused.
         let mut longer = payload.to_vec();
         longer.push(0);
@@ -1025,6 +1213,7 @@ mod tests {
             Kind::Sync,
             &Sync {
                 reply: false,
+                clocks: Clocks::default(),
                 members: vec![Member::alive(id.clone())],
             },
         );
@@ -1058,7 +1247,7 @@ mod tests {
                 "[A-Za-z0-9._-]{1,24}",
                 any::<[u8; 4]>(),
                 any::<u16>(),
-                any::<u64>(),
+                0..=crate::identity::VERSION_MAX,
                 any::<bool>(),
                 proptest::collection::btree_map("[a-z0-9_.-]{1,8}", "[ -~]{0,24}", 0..5),
             )
@@ -1108,6 +1297,7 @@ mod tests {
             #[test]
             fn digest_codec_is_postcards(
                 reply in any::<bool>(),
+                clocks in any::<(u64, u64)>(),
                 entries in proptest::collection::vec(digest_entry(), 0..6),
                 cut in any::<prop::sample::Index>(),
                 flip in any::<(prop::sample::Index, u8)>(),
@@ -1118,7 +1308,8 @@ mod tests {
                     e.encode_into(&mut ours);
                     prop_assert_eq!(ours, postcard::to_stdvec(e).unwrap());
                 }
-                let digest = Digest { reply, entries };
+                let clocks = Clocks { event: clocks.0, query: clocks.1 };
+                let digest = Digest { reply, clocks, entries };
                 let bytes = postcard::to_stdvec(&digest).unwrap();
                 let mut cut_short = bytes.clone();
                 cut_short.truncate(cut.index(bytes.len() + 1));
@@ -1150,7 +1341,7 @@ mod tests {
                 for m in &members {
                     full.learn(m.id().clone());
                 }
-                let sync = Sync { reply, members: members.clone() };
+                let sync = Sync { reply, clocks: Clocks { event: 9, query: 1 << 40 }, members: members.clone() };
                 let bytes = encode(Kind::Sync, &sync);
                 for dir in [&mut empty, &mut full] {
                     let back = decode_sync(&bytes[ENVELOPE_LEN..], &limits, dir).unwrap();

@@ -64,9 +64,45 @@ impl Coalescer {
     }
 }
 
+/// Keeps, of user events that may be coalesced (Serf's `userEventCoalescer`), only those of
+/// the newest Lamport time for each name, where the first of that name was; other events
+/// keep their place.
+pub fn coalesce_users(events: Vec<Event>) -> Vec<Event> {
+    let mut newest: std::collections::HashMap<String, u64> = HashMap::new();
+    for e in &events {
+        if let Event::User {
+            name,
+            ltime,
+            coalesce: true,
+            ..
+        } = e
+        {
+            let t = newest.entry(name.clone()).or_insert(*ltime);
+            *t = (*t).max(*ltime);
+        }
+    }
+    if newest.is_empty() {
+        return events;
+    }
+    events
+        .into_iter()
+        .filter(|e| match e {
+            Event::User {
+                name,
+                ltime,
+                coalesce: true,
+                ..
+            } => newest.get(name) == Some(ltime),
+            _ => true,
+        })
+        .collect()
+}
+
 /// Merges already-flushed batches that queued up behind a busy handler: the latest event per
-/// member wins, batches per kind in order of first appearance.
+/// member wins, batches per kind in order of first appearance; user events that may be
+/// coalesced keep only the newest of each name ([`coalesce_users`]).
 pub fn merge_backlog(batches: Vec<Event>) -> Vec<Event> {
+    let batches = coalesce_users(batches);
     let mut out: Vec<Event> = Vec::new();
     let mut members: IndexMap<String, (EventKind, MemberInfo)> = IndexMap::new();
     let flush_members = |members: &mut IndexMap<String, (EventKind, MemberInfo)>,

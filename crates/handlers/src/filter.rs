@@ -61,6 +61,9 @@ pub enum Event {
         ltime: u64,
         /// Its payload.
         payload: Vec<u8>,
+        /// Serf's coalesce flag: handlers that fall behind get only the newest event of this
+        /// name (all events of the newest time).
+        coalesce: bool,
     },
     /// A query: the first matching handler that exits 0 answers with its stdout.
     Query {
@@ -328,6 +331,7 @@ mod tests {
             name: "deploy".into(),
             ltime: 1,
             payload: vec![],
+            coalesce: true,
         };
         assert!(
             HandlerSpec::parse("user:deploy=x")

@@ -49,6 +49,7 @@ pub fn peer_strings(data: &[u8]) {
             name: event,
             ltime: 1,
             payload: payload.into_bytes(),
+            coalesce: true,
         });
     }
 }
@@ -73,6 +74,7 @@ fn check_outputs(outputs: Vec<Output>) {
                 name: u.name,
                 ltime: u.ltime,
                 payload: u.payload,
+                coalesce: u.coalesce,
             }),
             Output::Query(QueryOutput::Incoming(q)) => check_event(&Event::Query {
                 name: q.name,

@@ -222,6 +222,7 @@ pub fn invocation(event: &Event, local: &NodeId) -> (Vec<(String, String)>, Vec<
             name,
             ltime,
             payload,
+            ..
         } => {
             env.push(("SERF_EVENT".into(), "user".into()));
             env.push(("SERF_USER_EVENT".into(), name.clone()));

@@ -119,6 +119,7 @@ pub async fn run_with(
     commands: (mpsc::Sender<Command>, mpsc::Receiver<Command>),
 ) -> Result<(), AgentError> {
     let started = Instant::now();
+    raise_fd_limit();
     let crypt = match &config.keyring {
         Some(k) => {
             if k.encrypt_ignored {
@@ -631,6 +632,9 @@ impl Driver {
                     ..CryptStats::default()
                 },
             },
+            handler_events_dropped: self.dispatcher.dropped(),
+            event_clock: self.node.clocks().event,
+            query_clock: self.node.clocks().query,
         }
     }
 
@@ -741,6 +745,7 @@ impl Driver {
                             name: e.name,
                             ltime: e.ltime,
                             payload: e.payload,
+                            coalesce: e.coalesce,
                         },
                         self.node.identity().clone(),
                     );
@@ -806,6 +811,20 @@ async fn join_loop(
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(max);
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit: handlers, writers, the control API
+/// and the sockets all take descriptors, and a full table fails whatever needs one next.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open files limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
     }
 }
 

@@ -76,6 +76,15 @@ pub struct InfoResponse {
     /// Encryption: keys held, packets it refused.
     #[serde(default)]
     pub encryption: crate::crypt::CryptStats,
+    /// User events dropped because a handler's queue was full.
+    #[serde(default)]
+    pub handler_events_dropped: u64,
+    /// The Lamport clocks: the times the next user event and query take.
+    #[serde(default)]
+    pub event_clock: u64,
+    /// See `event_clock`.
+    #[serde(default)]
+    pub query_clock: u64,
 }
 
 /// `POST /v1/keys`: a key command for every live member.

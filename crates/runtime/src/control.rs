@@ -65,13 +65,17 @@ fn same_token(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serves until `stop` turns true, then finishes the requests in flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: State,
-    mut stop: watch::Receiver<bool>,
-) {
-    let app = Router::new()
+/// Most connections the control API serves at once: past it, a new connection is closed at
+/// once (idle ones cannot hold the agent's file descriptors, which handlers need).
+pub const CONNECTIONS_MAX: usize = 256;
+
+/// How long a connection may take to send a request's headers, and how long a kept-alive
+/// connection may stay idle between requests, before it is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The routes.
+fn router(state: State) -> Router {
+    Router::new()
         .route("/v1/members", get(members))
         .route("/v1/info", get(info))
         .route("/v1/join", post(join))
@@ -82,19 +86,58 @@ pub async fn serve(
         .route("/v1/query", post(query))
         .route("/v1/keys", post(keys))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .with_state(state);
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    {
-        tracing::error!(error = %e, "control API stopped");
+        .with_state(state)
+}
+
+/// Serves until `stop` turns true, then finishes the requests in flight (for at most a
+/// second). At most [`CONNECTIONS_MAX`] connections at once; a request's headers (the first,
+/// or the next on a kept-alive connection) must arrive within [`HEADER_TIMEOUT`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: State,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut refused_logged: Option<Instant> = None;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait a little rather than spin.
+                    tracing::warn!(error = %e, "control API cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                refused_logged = Some(Instant::now());
+                tracing::warn!(%peer, max = CONNECTIONS_MAX, "control API connection refused: too many open");
+            }
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(ConnectInfo(peer))),
+        );
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "control API connection ended");
+            }
+            drop(slot);
+        });
     }
+    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {

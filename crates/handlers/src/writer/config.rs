@@ -266,7 +266,11 @@ impl WriterConfig {
             }
             WriterKind::Template => {
                 let path = self.template.clone().ok_or("template is required")?;
-                let r = template::TemplateRender::load(&path, selector, live)?;
+                let ports = template::PortSource {
+                    tag: self.port_tag(),
+                    default: self.default_port,
+                };
+                let r = template::TemplateRender::load(&path, selector, live, ports)?;
                 (
                     format!("template:{}", path.display()),
                     Engine::File {
