@@ -2740,7 +2740,7 @@ mod tests {
         let stats = a.stats();
         assert_eq!(
             (stats.validated, stats.challenges),
-            (before.validated + 1, before.challenges + 1),
+            (before.validated + 1, before.challenges + 2),
             "{stats:?}"
         );
     }

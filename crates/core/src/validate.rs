@@ -132,13 +132,15 @@ impl Limiter {
     }
 
     /// `len` bytes arrived from `from`, a source that no member vouches for: count them
-    /// (tracking it from now on).
+    /// (tracking it from now on). A new datagram may be answered by a new challenge: the
+    /// last one, or its echo, may have been lost (a joiner retrying its join gets one).
     pub(crate) fn received(&mut self, from: SocketAddr, len: usize) {
         if !self.entries.contains_key(&from) && self.entries.len() >= ENTRIES_MAX {
             self.evict_oldest();
         }
         let e = self.entries.entry(from).or_default();
         e.received = e.received.saturating_add(len as u64);
+        e.challenged = false;
     }
 
     /// True when `from` is tracked (not vouched for, not validated).
@@ -239,13 +241,19 @@ mod tests {
             Verdict::Held(None),
             "challenged once"
         );
+        l.received(a, 6);
+        assert_eq!(
+            l.check(a, &[4; 10]),
+            Verdict::Held(Some(cookie)),
+            "a new datagram, a new challenge (the last may have been lost)"
+        );
         assert!(l.echo(a, &[0; COOKIE_LEN]).is_none(), "a wrong cookie");
         assert!(
             l.echo(addr(2), &cookie).is_none(),
             "another address's cookie"
         );
         let released = l.echo(a, &cookie).expect("the right cookie");
-        assert_eq!(released, vec![vec![1; 1917], vec![2; 100]]);
+        assert_eq!(released, vec![vec![1; 1917], vec![2; 100], vec![4; 10]]);
         assert_eq!(l.check(a, &[3; 5000]), Verdict::Send, "validated");
         assert_eq!(l.held_bytes, 0);
     }
