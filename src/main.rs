@@ -10,12 +10,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use gossip_runtime::api::{
     EventRequest, EventResponse, ForceLeaveRequest, ForceLeaveResponse, InfoResponse, JoinRequest,
-    JoinResponse, KeysRequest, KeysResponse, LeaveResponse, MemberFilter, MembersResponse,
-    QueryLine, QueryRequest, TagsRequest, TagsResponse, members_text,
+    JoinResponse, KeysRequest, KeysResponse, LeaveResponse, MembersResponse, QueryLine,
+    QueryRequest, TagsRequest, TagsResponse, members_text,
 };
 use gossip_runtime::config::parse_tag;
-use gossip_runtime::supervise::{ServiceArgs, ServiceConfig};
-use gossip_runtime::{AgentConfig, ClientError, Overrides};
+use gossip_runtime::supervise::ServiceConfig;
+use gossip_runtime::{AgentConfig, ClientError, Settings};
 
 use cli::{Apart, Cli, Command, Format};
 
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             }
         }
     } else {
-        cli::with_default_subcommand(argv)
+        argv
     };
     let code = run(args);
     // Serf exits 1 for every error, bad flags included.
@@ -75,8 +75,9 @@ fn run(args: Vec<String>) -> ExitCode {
         }
     };
     match cli.command {
-        Command::Agent(Apart(a)) => run_agent(&runtime, *a),
-        other => match runtime.block_on(client_command(other)) {
+        None => run_agent(&runtime, *cli.agent.0),
+        Some(Command::Agent(Apart(a))) => run_agent(&runtime, *a),
+        Some(other) => match runtime.block_on(client_command(other)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -88,77 +89,28 @@ fn run(args: Vec<String>) -> ExitCode {
 
 fn run_agent(runtime: &tokio::runtime::Runtime, a: cli::AgentArgs) -> ExitCode {
     let cli::AgentArgs {
-        member: Apart(m),
-        cluster: Apart(c),
-        events: Apart(e),
-        service: Apart(sv),
+        member: Apart(member),
+        cluster: Apart(cluster),
+        events: Apart(events),
+        service: Apart(service),
+        config,
+        service_command,
     } = a;
-    // GOSSIP_TAGS holds K=V,K=V; flags come after it, so a flag wins on the same key.
-    let mut tags: Vec<String> = std::env::var("GOSSIP_TAGS")
-        .map(|v| {
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    tags.extend(c.tags);
-    let overrides = Overrides {
-        node: m.node,
-        bind: m.bind,
-        advertise: m.advertise,
-        rpc_addr: m.rpc_addr,
-        rpc_token: m.rpc_token,
-        encrypt: m.encrypt,
-        keyring_file: m.keyring_file,
-        snapshot: m.snapshot,
-        reap_after_secs: m.reap_after,
-        role: c.role,
-        tags,
-        join: c.join,
-        profile: c.profile,
-        config_file: c.config,
-        log_level: c.log_level,
-        event_handlers: e.event_handlers,
-        handler_timeout_secs: e.handler_timeout,
-        coalesce_quiet_ms: e.coalesce_quiet,
-        coalesce_max_ms: e.coalesce_max,
-        event_size_max: e.event_size_max,
-        tags_size_max: e.tags_size_max,
-        writers: e.writers,
+    let flags = Settings {
+        member,
+        cluster,
+        events,
+        service,
     };
-    let config = match AgentConfig::resolve(overrides) {
+    let config = match AgentConfig::resolve(flags, config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let service_flags = [
-        sv.ready.is_some(),
-        sv.ready_timeout.is_some(),
-        sv.health.is_some(),
-        sv.health_interval.is_some(),
-        sv.drain_port.is_some(),
-        sv.drain_quiet.is_some(),
-        sv.drain_timeout.is_some(),
-        sv.stop_signal.is_some(),
-        sv.stop_timeout.is_some(),
-    ];
-    if !sv.service.is_empty() || service_flags.contains(&true) {
-        let service = ServiceConfig::resolve(ServiceArgs {
-            command: sv.service,
-            ready: sv.ready,
-            ready_timeout_secs: sv.ready_timeout,
-            health: sv.health,
-            health_interval_ms: sv.health_interval,
-            drain_port: sv.drain_port,
-            drain_quiet_ms: sv.drain_quiet,
-            drain_timeout_secs: sv.drain_timeout,
-            stop_signal: sv.stop_signal,
-            stop_timeout_secs: sv.stop_timeout,
-        });
-        let service = match service {
+    if !service_command.is_empty() || config.service.any() {
+        let service = match ServiceConfig::resolve(config.service.clone(), service_command) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -229,13 +181,13 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
     match cmd {
         Command::Agent(_) => unreachable!("handled by main"),
         Command::Members(Apart(m)) => {
-            let filter = MemberFilter::new(
+            let filter = gossip_handlers::select::Selector::for_flags(
                 m.status.as_deref(),
                 m.name.as_deref(),
                 m.role.as_deref(),
                 &m.tags,
             )
-            .map_err(ClientError::Usage)?;
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
             let mut resp: MembersResponse = m.rpc.client().get("/v1/members").await?;
             resp.members.retain(|x| filter.matches(x));
             match m.format {
@@ -326,17 +278,7 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
 /// `keys`: Serf's wording, and exit 1 unless every live member succeeded.
 async fn keys(k: cli::KeysArgs) -> Result<(), ClientError> {
     use gossip_runtime::crypt::KeyOp;
-    let given = [
-        k.install.is_some(),
-        k.use_key.is_some(),
-        k.remove.is_some(),
-        k.list,
-    ];
-    if given.iter().filter(|g| **g).count() != 1 {
-        return Err(ClientError::Usage(
-            "keys: give exactly one of --install KEY, --use KEY, --remove KEY, --list".into(),
-        ));
-    }
+    // Exactly one is given (clap checks it).
     let (op, key, doing, done) = if let Some(key) = k.install {
         (
             KeyOp::Install,

@@ -408,35 +408,45 @@ fn config_file(
             "discover" | "interface" | "mdns" | "tags_file" => {
                 return Err(bad(key, "not supported by gossip-agent yet"));
             }
-            "leave_on_terminate"
-            | "skip_leave_on_interrupt"
-            | "replay_on_join"
-            | "rejoin_after_leave"
-            | "retry_interval"
-            | "retry_max_attempts"
-            | "protocol"
-            | "enable_compression"
-            | "disable_coordinates"
-            | "enable_syslog"
-            | "syslog_facility"
-            | "reconnect_interval"
-            | "reconnect_timeout"
-            | "tombstone_timeout"
-            | "disable_name_resolution"
-            | "broadcast_timeout"
-            | "statsite_addr"
-            | "statsd_addr"
-            | "query_response_size_limit"
-            | "query_size_limit" => {
+            key if ignored_key(key).is_some() => {
                 eprintln!(
-                    "serf: {key} in {} is accepted and ignored by gossip-agent (it always leaves on SIGTERM and SIGINT)",
-                    path.display()
+                    "serf: {key} in {} is accepted and ignored by gossip-agent: {}",
+                    path.display(),
+                    ignored_key(key).unwrap_or_default()
                 );
             }
             other => return Err(bad(other, "unknown configuration key")),
         }
     }
     Ok(())
+}
+
+/// Why a Serf config key that only tunes Serf itself is ignored, or `None` for a key that is
+/// not one of them.
+fn ignored_key(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "leave_on_terminate" | "skip_leave_on_interrupt" => {
+            "it always leaves on SIGTERM and SIGINT"
+        }
+        "replay_on_join" => "a joiner gets the events sent after it joined, never older ones",
+        "rejoin_after_leave" => "a restart always joins again, under a newer identity version",
+        "retry_interval" | "retry_max_attempts" => {
+            "joins are retried with backoff (200 ms doubling to retry_join_max_secs) until one answers"
+        }
+        "protocol" => "it speaks its own wire protocol, one version",
+        "enable_compression" => "it sends compact identities instead",
+        "disable_coordinates" => "network coordinates are not kept",
+        "enable_syslog" | "syslog_facility" => "it logs to stderr",
+        "reconnect_interval" | "reconnect_timeout" => {
+            "reaped failed members are tried every 5 s for another reap period (--reap-after)"
+        }
+        "tombstone_timeout" => "left and failed members stay --reap-after",
+        "disable_name_resolution" => "join targets are always resolved",
+        "broadcast_timeout" => "a leave waits for acknowledgements at most 2 s",
+        "statsite_addr" | "statsd_addr" => "it has no metrics sink",
+        "query_response_size_limit" | "query_size_limit" => "its limit is --event-size-max",
+        _ => return None,
+    })
 }
 
 fn config_dir(
@@ -588,5 +598,66 @@ mod tests {
         std::fs::write(&f, r#"{"tags_file": "x"}"#).unwrap();
         let e = run(&["agent", "-config-dir", dir.path().to_str().unwrap()]).unwrap_err();
         assert!(e.contains("tags_file"), "{e}");
+    }
+
+    /// Every flag the translation produces exists in our command line's definition (the
+    /// agent's come from the settings, defined once): a renamed flag fails here, not in a
+    /// user's container. Flags and the JSON config's keys alike.
+    #[test]
+    fn every_translation_target_is_one_of_our_flags() {
+        use clap::{CommandFactory, Parser};
+        let ours = crate::cli::Cli::command();
+        let longs = |cmd: &str| -> Vec<String> {
+            ours.find_subcommand(cmd)
+                .unwrap_or_else(|| panic!("our CLI has no `{cmd}`"))
+                .get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_string))
+                .collect()
+        };
+        for cmd in [
+            "agent",
+            "members",
+            "event",
+            "query",
+            "join",
+            "leave",
+            "force-leave",
+            "tags",
+            "info",
+            "keys",
+        ] {
+            let have = longs(cmd);
+            for (name, _, map) in spec(cmd).expect("a Serf command") {
+                if let To(target) = map {
+                    assert!(
+                        have.iter().any(|l| l == target),
+                        "serf {cmd} -{name} translates to --{target}, which `{cmd}` lacks"
+                    );
+                }
+            }
+        }
+        // The JSON config: every key it maps, then the result parsed by our CLI.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("all.json");
+        std::fs::write(
+            &f,
+            r#"{"node_name": "n", "role": "r", "bind": "127.0.0.1:7946",
+                "advertise": "127.0.0.1", "rpc_addr": "127.0.0.1:7373",
+                "rpc_auth": "0123456789abcdef0123", "encrypt_key": "k",
+                "keyring_file": "/k", "snapshot_path": "/s", "log_level": "INFO",
+                "profile": "lan", "user_event_size_limit": 512, "tags": {"a": "b"},
+                "start_join": ["x"], "retry_join": ["y"], "event_handlers": ["h.sh"]}"#,
+        )
+        .unwrap();
+        let args: Vec<String> = ["serf", "agent", "-config-file", f.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
+        let Translated::Run(ours_args) = translate(&args).unwrap() else {
+            panic!("an agent to run");
+        };
+        assert!(ours_args.len() > 15, "{ours_args:?}");
+        if let Err(e) = crate::cli::Cli::try_parse_from(&ours_args) {
+            panic!("our CLI refuses the translation {ours_args:?}: {e}");
+        }
     }
 }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use gossip_core::{Limits, NodeId, Tags};
 
 use crate::util::{
-    Agent, BIN, Proc, free_port, free_tcp_port, logs, member_addrs, read, rss_kib, seed_agent,
-    send_event, test_net, wait_until,
+    Agent, BIN, Proc, free_port, free_tcp_port, logs, member_addrs, read, seed_agent, send_event,
+    test_net, wait_until,
 };
 
 /// Lines of a file, empty when missing.
@@ -114,7 +114,8 @@ fn user_events_of_a_restarted_or_new_member_arrive_after_512_events() {
 fn misaddressed_packets_are_counted_and_keep_no_memory() {
     let dir = tempfile::tempdir().unwrap();
     let a = seed_agent("a", dir.path(), &[]);
-    let before = rss_kib(a.pid());
+    let rss = || gossip_testkit::host::rss_kib(a.pid()).unwrap_or(0);
+    let before = rss();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let l = Limits::default();
     let n = 40_000u32;
@@ -143,7 +144,7 @@ fn misaddressed_packets_are_counted_and_keep_no_memory() {
     .expect("the drops settle");
     let counted = dropped();
     assert!(counted >= u64::from(n) / 2, "{counted} of {n} counted");
-    let after = rss_kib(a.pid());
+    let after = rss();
     assert!(
         after < before + 8 * 1024,
         "resident {before} KiB -> {after} KiB after {counted} misaddressed packets"
@@ -443,9 +444,8 @@ fn a_burst_of_user_events_is_coalesced() {
     let mut newest = 0;
     for k in 0..300 {
         let body = serde_json::json!({"name": "burst", "payload": k.to_string()}).to_string();
-        let (code, text) = crate::util::http_post_path(a.rpc, "/v1/event", &body).unwrap();
-        assert_eq!(code, 200, "{text}");
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let answer = gossip_testkit::http::post(a.rpc, "/v1/event", &body).unwrap();
+        let v = answer.json().unwrap_or_else(|| panic!("{answer:?}"));
         newest = v["ltime"].as_u64().unwrap();
     }
     let last = || lines(&out).last().and_then(|l| l.parse::<u64>().ok());

@@ -24,7 +24,7 @@
 //! (the latest poll that saw an agent lacking one) is reported too.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -223,40 +223,18 @@ const POLLERS: usize = 4;
 /// The shortest interval between two polls of one agent.
 const POLL_GAP: Duration = Duration::from_millis(5);
 
-/// Our API: `GET /v1/members` with HTTP/1.0.
+/// Our API: every member's status, by name.
 fn ours_members(addr: SocketAddr) -> Option<HashMap<String, String>> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /v1/members HTTP/1.0\r\nHost: x\r\n\r\n")
-        .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let body = text.split_once("\r\n\r\n")?.1;
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
     Some(
-        v["members"]
-            .as_array()?
-            .iter()
-            .filter_map(|m| {
-                Some((
-                    m["name"].as_str()?.to_string(),
-                    m["status"].as_str()?.to_string(),
-                ))
-            })
+        gossip_testkit::members::listed(addr)?
+            .into_iter()
+            .map(|(name, m)| (name, m.status))
             .collect(),
     )
 }
 
 fn ours_bytes_out(addr: SocketAddr) -> Option<u64> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.write_all(b"GET /v1/info HTTP/1.0\r\nHost: x\r\n\r\n")
-        .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let v: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()?;
-    v["stats"]["bytes_out"].as_u64()
+    gossip_testkit::http::get(addr, "/v1/info")?.json()?["stats"]["bytes_out"].as_u64()
 }
 
 struct Node {
@@ -628,14 +606,7 @@ fn proc_stat(pid: nix::unistd::Pid) -> Option<(u64, f64)> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After the ')': state is field 3 of the line, utime 14 and stime 15.
     let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse::<f64>()
-        .ok()?;
+    let rss = gossip_testkit::host::rss_kib(pid.as_raw().unsigned_abs())? as f64;
     Some((ticks, rss))
 }
 

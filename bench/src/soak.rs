@@ -9,8 +9,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,54 +55,23 @@ fn ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 66, (i / 250) as u8, (i % 250 + 1) as u8)
 }
 
-/// One HTTP/1.0 request to an agent's control API; the body of a 2xx answer.
+/// One request to an agent's control API; the body of a 2xx answer.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.split_whitespace()
-        .nth(1)
-        .is_some_and(|c| c.starts_with('2'))
-        .then(|| body.to_string())
+    let a = gossip_testkit::http::request(addr, method, path, body, Duration::from_secs(5))?;
+    a.ok().then_some(a.body)
 }
 
 /// Every member's status and `seq` tag, as agent `rpc` lists them.
 fn view(rpc: SocketAddr) -> Option<BTreeMap<String, (String, String)>> {
-    let v: serde_json::Value = serde_json::from_str(&http(rpc, "GET", "/v1/members", "")?).ok()?;
     Some(
-        v["members"]
-            .as_array()?
-            .iter()
-            .filter_map(|m| {
-                Some((
-                    m["name"].as_str()?.to_string(),
-                    (
-                        m["status"].as_str()?.to_string(),
-                        m["tags"]["seq"].as_str().unwrap_or("").to_string(),
-                    ),
-                ))
+        gossip_testkit::members::listed(rpc)?
+            .into_iter()
+            .map(|(name, m)| {
+                let seq = m.tags.get("seq").cloned().unwrap_or_default();
+                (name, (m.status, seq))
             })
             .collect(),
     )
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 fn median(v: &mut [u64]) -> u64 {
@@ -189,7 +157,7 @@ pub fn soak(o: &Opts) {
     let rss_now = || -> Vec<u64> {
         agents
             .iter()
-            .filter_map(|a| rss_kib(a.child.id()))
+            .filter_map(|a| gossip_testkit::host::rss_kib(a.child.id()))
             .collect()
     };
     let mut rss_first = Vec::new();

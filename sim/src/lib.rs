@@ -1,9 +1,9 @@
 //! A discrete-event simulator that drives many instances of the real core
 //! ([`gossip_core::Node`]) over a simulated network, in virtual time, reproducibly from a seed.
 //!
-//! Events (datagram deliveries and timers) wait in a heap ordered by `(at, seq)`; `seq` is a
-//! global counter, so equal deadlines run in the order they were scheduled and a run is a pure
-//! function of its seed and the operations applied. Nodes can crash (their pending timers and
+//! Events (datagram deliveries and timers) wait in a [`DeadlineQueue`]: equal deadlines run in
+//! the order they were scheduled, so a run is a pure function of its seed and the operations
+//! applied. Nodes can crash (their pending timers and
 //! packets vanish) and restart under the same name with a newer version.
 //!
 //! Every member event every node reports is folded into a trace hash ([`Sim::trace_hash`]):
@@ -11,15 +11,16 @@
 
 pub mod scenario;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use gossip_core::identity::{KeyHasher, NameKey};
+use gossip_core::identity::{Fnv, KeyHasher, NameKey};
+use gossip_core::wire::Kind;
 use gossip_core::{
-    CoreConfig, EventKind, MemberEvent, MemberInfo, Node, Output, Status, Tags, TimerEvent,
+    CoreConfig, DeadlineQueue, EventKind, MemberEvent, MemberInfo, Node, Output, Status, Tags,
+    TimerEvent,
 };
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -41,6 +42,9 @@ pub struct Params {
     pub config: CoreConfig,
     /// Keep every member event of every node (for tests; memory grows as N squared).
     pub record_events: bool,
+    /// Keep every datagram sent, lost or not, and every one injected ([`Sim::packets`];
+    /// for tests that look at the wire).
+    pub record_packets: bool,
 }
 
 impl Params {
@@ -54,6 +58,7 @@ impl Params {
             dup: 0.0,
             config: CoreConfig::default(),
             record_events: true,
+            record_packets: false,
         }
     }
 }
@@ -127,26 +132,22 @@ struct Slot {
 pub struct Sim {
     params: Params,
     now: Duration,
-    seq: u64,
-    /// Events by (virtual time in nanoseconds, sequence number, slab key): two integer
-    /// comparisons order it (a `Duration` compares seconds, then nanoseconds; its compare
-    /// was a quarter of the event loop's own time at 1,000 nodes).
-    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    /// Event payloads by heap key (kept out of the heap so `Ev` needs no ordering): a slab,
-    /// its free slots reused.
-    pending: Vec<Option<Ev>>,
-    free: Vec<usize>,
+    /// Events by virtual time in nanoseconds, ties in the order they were pushed (integer
+    /// deadlines: a `Duration` compares seconds, then nanoseconds; its compare was a quarter
+    /// of the event loop's own time at 1,000 nodes).
+    queue: DeadlineQueue<u64, Ev>,
     slots: Vec<Slot>,
     rng: SmallRng,
     /// One copy of each identity for all nodes (memory: N identities, not N squared).
     interner: gossip_core::Interner,
-    trace: u64,
+    trace: Fnv,
     /// Datagrams handed to the network, and bytes.
     pub packets_sent: u64,
     /// Bytes handed to the network.
     pub bytes_sent: u64,
-    /// Bytes handed to the network by envelope kind byte (`wire::Kind`; 7: anything else).
-    pub bytes_by_kind: [u64; 8],
+    /// Bytes handed to the network by envelope kind ([`gossip_core::wire::Kind`], indexed by
+    /// its byte; the last slot: a kind the build does not know).
+    pub bytes_by_kind: [u64; Kind::ALL.len() + 1],
     /// Partition group of each node (0 = everyone, until [`Sim::partition`]).
     group: Vec<u32>,
     /// Blocked directions between groups, `(from, to)`.
@@ -177,6 +178,11 @@ pub struct Sim {
     pub user_log: Vec<(NodeIx, u32, Duration, gossip_core::UserEvent)>,
     /// Query traffic reported: (node, when, what).
     pub query_log: Vec<(NodeIx, Duration, gossip_core::QueryOutput)>,
+    /// With [`Params::record_packets`]: every datagram sent (lost or not) and injected, as
+    /// (when, from, to, bytes).
+    pub packets: Vec<(Duration, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Member status changes reported ([`Output::Status`]): (node, when, member).
+    pub status_log: Vec<(NodeIx, Duration, MemberInfo)>,
 }
 
 /// `d` in whole nanoseconds (virtual time stays far below the 584 years a `u64` holds).
@@ -199,21 +205,20 @@ impl Sim {
         Self {
             params,
             now: Duration::ZERO,
-            seq: 0,
-            queue: BinaryHeap::new(),
-            pending: Vec::new(),
-            free: Vec::new(),
+            queue: DeadlineQueue::new(),
             slots: Vec::new(),
             rng,
             interner: gossip_core::Interner::new(),
-            trace: 0xcbf2_9ce4_8422_2325,
+            trace: Fnv::new(),
             packets_sent: 0,
             bytes_sent: 0,
-            bytes_by_kind: [0; 8],
+            bytes_by_kind: [0; Kind::ALL.len() + 1],
             group: Vec::new(),
             blocked: HashSet::new(),
             slow: Vec::new(),
             user_log: Vec::new(),
+            packets: Vec::new(),
+            status_log: Vec::new(),
             query_log: Vec::new(),
             watches: Vec::new(),
             watches_by_key: HashMap::default(),
@@ -544,21 +549,42 @@ impl Sim {
 
     /// A hash of every member event of every node so far, with times.
     pub fn trace_hash(&self) -> u64 {
-        self.trace
+        self.trace.0
+    }
+
+    /// Node `ix`'s address.
+    pub fn addr(&self, ix: NodeIx) -> SocketAddr {
+        self.slots[ix].addr
+    }
+
+    /// Hands node `ix` a datagram from `from` now (any address: a forged or outside sender),
+    /// and carries out what it makes of it. False when the node is down.
+    pub fn inject(&mut self, ix: NodeIx, from: SocketAddr, data: &[u8]) -> bool {
+        if self.params.record_packets {
+            self.packets
+                .push((self.now, from, self.slots[ix].addr, data.to_vec()));
+        }
+        let Some(n) = self.slots[ix].node.as_mut() else {
+            return false;
+        };
+        let _ = n.handle_packet(from, data);
+        self.drain(ix);
+        true
+    }
+
+    /// Calls `f` on node `ix` (a command the simulator has no method for), then carries out
+    /// its outputs. `None` when the node is down.
+    pub fn with_node<R>(&mut self, ix: NodeIx, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
+        let r = f(self.slots[ix].node.as_mut()?);
+        self.drain(ix);
+        Some(r)
     }
 
     /// Runs events until virtual time `until`.
     pub fn run_until(&mut self, until: Duration) {
         let until_ns = nanos(until);
-        while let Some(Reverse((at, _, key))) = self.queue.peek().copied() {
-            if at > until_ns {
-                break;
-            }
-            self.queue.pop();
+        while let Some((at, ev)) = self.queue.pop_due(until_ns) {
             self.now = Duration::from_nanos(at);
-            let key = key as usize;
-            let ev = self.pending[key].take().expect("every key has its event");
-            self.free.push(key);
             self.step(ev);
         }
         self.now = until;
@@ -739,19 +765,7 @@ impl Sim {
     }
 
     fn push(&mut self, at: Duration, ev: Ev) {
-        let key = match self.free.pop() {
-            Some(k) => {
-                self.pending[k] = Some(ev);
-                k
-            }
-            None => {
-                self.pending.push(Some(ev));
-                self.pending.len() - 1
-            }
-        };
-        self.seq += 1;
-        let key = u32::try_from(key).expect("fewer than 2^32 events pending");
-        self.queue.push(Reverse((nanos(at), self.seq, key)));
+        self.queue.push(nanos(at), ev);
     }
 
     fn drain(&mut self, ix: NodeIx) {
@@ -760,10 +774,13 @@ impl Sim {
         while let Some(out) = self.slots[ix].node.as_mut().and_then(Node::poll) {
             match out {
                 Output::Transmit { to, data } => {
+                    if self.params.record_packets {
+                        self.packets.push((self.now, from, to, data.clone()));
+                    }
                     self.packets_sent += 1;
                     self.bytes_sent += data.len() as u64;
-                    let kind = data.get(3).map_or(7, |&k| usize::from(k).min(7));
-                    self.bytes_by_kind[kind] += data.len() as u64;
+                    let slot = Kind::of_packet(&data).map_or(Kind::ALL.len(), |k| k as usize);
+                    self.bytes_by_kind[slot] += data.len() as u64;
                     if self.params.loss > 0.0 && self.rng.random_bool(self.params.loss) {
                         continue;
                     }
@@ -819,6 +836,13 @@ impl Sim {
                     bytes.extend_from_slice(format!("{q:?}").as_bytes());
                     self.fold_bytes(&bytes);
                     self.query_log.push((ix, self.now, q));
+                }
+                // Suspect and alive-again transitions change no decision; the trace (what
+                // handlers hear) leaves them out.
+                Output::Status(m) => {
+                    if self.params.record_events {
+                        self.status_log.push((ix, self.now, m));
+                    }
                 }
             }
         }
@@ -913,11 +937,7 @@ impl Sim {
     }
 
     fn fold_bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            // FNV-1a: stable across processes and builds, unlike std's hasher.
-            self.trace ^= u64::from(b);
-            self.trace = self.trace.wrapping_mul(0x0100_0000_01b3);
-        }
+        self.trace.write(bytes);
     }
 }
 

@@ -15,6 +15,7 @@
 
 use std::time::{Duration, Instant};
 
+use gossip_core::wire::Kind;
 use gossip_core::{CoreConfig, EventKind, Tags};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -67,7 +68,11 @@ pub struct BytesByKind {
     pub notice: f64,
     /// Notice acknowledgements.
     pub notice_ack: f64,
-    /// Anything else (requests for an identity in full).
+    /// User events.
+    pub user: f64,
+    /// Queries and their answers.
+    pub query: f64,
+    /// Anything else (requests for an identity in full, challenges and their echoes).
     pub other: f64,
 }
 
@@ -384,8 +389,17 @@ pub fn run(cfg: &RunConfig) -> Report {
     let wall_s = wall.elapsed().as_secs_f64();
     let formation_s = formation_s.min(sim_s);
     let steady_s = (sim_s - formation_s).max(1e-9);
-    let kind_rate =
-        |k: usize| (sim.bytes_by_kind[k] - kinds_at_formation[k]) as f64 / live / steady_s;
+    let kind_rate = |kinds: &[Kind]| {
+        kinds
+            .iter()
+            .map(|&k| (sim.bytes_by_kind[k as usize] - kinds_at_formation[k as usize]) as f64)
+            .sum::<f64>()
+            / live
+            / steady_s
+    };
+    let unknown = Kind::ALL.len();
+    let unknown_rate =
+        (sim.bytes_by_kind[unknown] - kinds_at_formation[unknown]) as f64 / live / steady_s;
     Report {
         scenario: cfg.scenario,
         nodes: n,
@@ -404,11 +418,13 @@ pub fn run(cfg: &RunConfig) -> Report {
         msgs_per_node_s: (sim.packets_sent - packets_at_formation) as f64 / live / steady_s,
         bytes_per_node_s: (sim.bytes_sent - bytes_at_formation) as f64 / live / steady_s,
         bytes_by_kind: BytesByKind {
-            swim: kind_rate(0),
-            sync: kind_rate(1) + kind_rate(5) + kind_rate(6),
-            notice: kind_rate(2),
-            notice_ack: kind_rate(3),
-            other: kind_rate(4) + kind_rate(7),
+            swim: kind_rate(&[Kind::Foca]),
+            sync: kind_rate(&[Kind::Sync, Kind::Digest, Kind::Want]),
+            notice: kind_rate(&[Kind::Notice]),
+            notice_ack: kind_rate(&[Kind::NoticeAck]),
+            user: kind_rate(&[Kind::User]),
+            query: kind_rate(&[Kind::Query, Kind::QueryResponse]),
+            other: kind_rate(&[Kind::Unknown, Kind::Challenge, Kind::ChallengeEcho]) + unknown_rate,
         },
         sim_s,
         wall_s,

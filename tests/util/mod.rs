@@ -237,23 +237,17 @@ pub fn logs(agents: &[&Agent]) -> String {
         .join("\n")
 }
 
-/// `GET path` on a control API with a plain HTTP/1.1 request (cheaper than spawning the CLI
-/// when polling many agents). None when the agent does not answer.
+/// `GET path` on a control API, as JSON (cheaper than spawning the CLI when polling many
+/// agents). None when the agent does not answer.
 pub fn http_get_json(rpc: SocketAddr, path: &str) -> Option<Value> {
-    match http_get_path(rpc, path)? {
-        (200, body) => serde_json::from_str(&body).ok(),
-        _ => None,
-    }
+    gossip_testkit::http::get(rpc, path)?.json()
 }
 
-/// The status of `name` in `rpc`'s member list, through [`http_get_json`].
+/// The status of `name` in `rpc`'s member list.
 pub fn status_of(rpc: SocketAddr, name: &str) -> Option<String> {
-    let v = http_get_json(rpc, "/v1/members")?;
-    v["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["name"] == name)
-        .and_then(|m| m["status"].as_str().map(str::to_string))
+    gossip_testkit::members::listed(rpc)?
+        .remove(name)
+        .map(|m| m.status)
 }
 
 /// A helper process (nginx, redis-server, dnsmasq) killed and reaped when dropped.
@@ -393,70 +387,15 @@ impl Drop for Backends {
     }
 }
 
-/// `GET /` on `addr`: (status code, body). None when nothing answers.
+/// `GET /` on `addr`: (status code, trimmed body). None when nothing answers.
 pub fn http_get(addr: SocketAddr) -> Option<(u16, String)> {
-    http_get_path(addr, "/")
-}
-
-/// `GET path` on `addr` with `Connection: close`: (status code, trimmed body).
-pub fn http_get_path(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
-/// `POST path` with a JSON `body` on `addr`, `Connection: close`: (status code, trimmed
-/// body).
-pub fn http_post_path(addr: SocketAddr, path: &str, body: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default();
-    Some((code, body))
+    gossip_testkit::http::get(addr, "/").map(|a| (a.status, a.body.trim().to_string()))
 }
 
 /// Sends the user event `name` through the control API at `rpc` (no CLI process).
 pub fn send_event(rpc: SocketAddr, name: &str, payload: &str, coalesce: bool) -> bool {
     let body = serde_json::json!({"name": name, "payload": payload, "coalesce": coalesce});
-    http_post_path(rpc, "/v1/event", &body.to_string()).is_some_and(|(code, _)| code == 200)
-}
-
-/// The resident set size of process `pid`, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    gossip_testkit::http::post(rpc, "/v1/event", &body.to_string()).is_some_and(|a| a.ok())
 }
 
 /// The A records of `name` from the DNS server at `server` (one UDP query, no recursion).

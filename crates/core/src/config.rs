@@ -78,6 +78,33 @@ impl std::fmt::Display for Suspicion {
     }
 }
 
+/// How a node that has not joined yet tries again: the agent's join loop and the simulator's
+/// both follow it. The first retry comes after `first`, each wait doubles, up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinBackoff {
+    /// The wait before the first retry.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for JoinBackoff {
+    /// 200 ms, doubling up to 30 s.
+    fn default() -> Self {
+        Self {
+            first: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl JoinBackoff {
+    /// The wait after one of `current`.
+    pub fn next(&self, current: Duration) -> Duration {
+        current.saturating_mul(2).min(self.max)
+    }
+}
+
 /// Everything the core needs to know that is not membership state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoreConfig {

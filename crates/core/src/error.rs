@@ -94,16 +94,81 @@ pub enum DropReason {
     Version(u8),
     /// Could not be decoded, or carries an identity that breaks the rules.
     #[error("malformed packet: {0}")]
-    Malformed(String),
+    Malformed(#[from] DecodeError),
     /// foca refused it (from ourselves, for an old identity of ours, ...).
     #[error("refused by the membership protocol: {0}")]
-    Protocol(String),
+    Protocol(#[source] foca::Error),
     /// A foca packet for another member: its destination is not this node.
     #[error("addressed to another member")]
     Misaddressed,
     /// From, or about, the last identity of a reaped member or an older one (a replay).
     #[error("about a reaped member's identity")]
     Buried,
+}
+
+/// Why a datagram's payload could not be decoded. Nothing in the core changed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The bytes are not postcard's encoding of what the kind says.
+    #[error(transparent)]
+    Postcard(#[from] postcard::Error),
+    /// A name, tag or event in it breaks the identity rules.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// Bytes left after the message.
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+    /// An envelope kind this build does not know.
+    #[error("unknown kind {0}")]
+    UnknownKind(u8),
+    /// A digest entry cut short.
+    #[error("truncated digest entry")]
+    TruncatedEntry,
+    /// A forward list longer than allowed.
+    #[error("forward list of {len} members, the limit is {max}")]
+    ForwardTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A query answer larger than the event size limit.
+    #[error("query response of {len} bytes, the limit is {max}")]
+    AnswerTooBig {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A Lamport time no clock reaches.
+    #[error("Lamport time {0} is beyond any clock")]
+    TimeTooFar(u64),
+    /// A challenge or echo of another size than a cookie's.
+    #[error("a challenge holds 8 bytes")]
+    ChallengeLength,
+    /// An echo of a cookie that is not this address's (or too old).
+    #[error("a wrong cookie")]
+    WrongCookie,
+    /// The foca header or a member in it could not be decoded.
+    #[error(transparent)]
+    Codec(crate::wire::CodecError),
+    /// foca could not decode it (too big, cut short, or its codec failed).
+    #[error("{0}")]
+    Foca(#[source] foca::Error),
+}
+
+impl From<crate::wire::CodecError> for DecodeError {
+    /// The codec's errors that are decoding errors of their own (postcard's, the identity
+    /// rules') keep their kind.
+    fn from(e: crate::wire::CodecError) -> Self {
+        use crate::wire::CodecError;
+        match e {
+            CodecError::Postcard(e) => Self::Postcard(e),
+            CodecError::Invalid(e) => Self::Invalid(e),
+            other => Self::Codec(other),
+        }
+    }
 }
 
 /// Errors of local commands (join, set tags, leave).
@@ -116,7 +181,7 @@ pub enum CommandError {
     /// The node has left; it takes no more commands. Nothing changed.
     #[error("this node has left the cluster")]
     Left,
-    /// foca failed; the local state may have changed (see the message).
+    /// foca failed; the local state may have changed (see the source).
     #[error("membership protocol error: {0}")]
-    Protocol(String),
+    Protocol(#[source] foca::Error),
 }

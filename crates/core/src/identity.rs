@@ -180,9 +180,9 @@ impl Hasher for KeyHasher {
 
     fn write(&mut self, bytes: &[u8]) {
         // Only reached for keys other than a `u64`; fold them in (FNV-1a).
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        let mut h = Fnv(self.0);
+        h.write(bytes);
+        self.0 = h.0;
     }
 
     fn write_u64(&mut self, n: u64) {
@@ -295,21 +295,37 @@ impl NameKey {
     }
 }
 
-/// FNV-1a, 64 bits: stable across processes, builds and platforms (std's hasher is not).
-pub(crate) struct Fnv(pub(crate) u64);
+/// FNV-1a, 64 bits: stable across processes, builds and platforms (std's hasher is not). The
+/// one hash of the workspace: name keys, identity and payload fingerprints, notice tags, the
+/// simulator's trace, the demo's image tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Fnv {
     /// FNV-1a's offset basis.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self(0xcbf2_9ce4_8422_2325)
     }
 
     /// Folds `bytes` in.
-    pub(crate) fn write(&mut self, bytes: &[u8]) {
+    pub fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
+    }
+
+    /// The hash of `bytes` alone.
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut h = Self::new();
+        h.write(bytes);
+        h.0
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`validate`]: anti-amplification: unvalidated sources get at most 3x what they sent.
 //! - [`error`]: typed errors.
 //! - `table`: the tables keyed by name key (member records, known identities).
+//! - [`timers`]: the deadline queue that delivers timers in order (agent, simulator, tests).
 //! - [`harness`]: what the fuzzers call.
 
 pub mod clock;
@@ -31,6 +32,7 @@ pub mod member;
 pub mod node;
 pub mod query;
 mod table;
+pub mod timers;
 pub mod user;
 pub mod validate;
 pub mod wire;
@@ -41,4 +43,5 @@ pub use identity::{Interner, Limits, NodeId, ROLE_TAG, Tags};
 pub use member::{EventKind, MemberEvent, MemberInfo, Status};
 pub use node::{Node, Output, Stats, TimerEvent};
 pub use query::{IncomingQuery, QueryOutput};
+pub use timers::DeadlineQueue;
 pub use user::UserEvent;

@@ -70,7 +70,8 @@ const SEEN_LTIMES_MAX: usize = 4 * BUFFER_LTIMES as usize;
 #[derive(Debug, Default)]
 pub struct EventBuffer {
     clock: LamportClock,
-    /// Per Lamport time, the events seen (name and payload fingerprint).
+    /// Per Lamport time, the events seen (name and payload fingerprint: FNV-1a, stable, so
+    /// deduplication does not depend on the build).
     seen: BTreeMap<u64, Vec<(String, u64)>>,
 }
 
@@ -99,7 +100,7 @@ impl EventBuffer {
         if ltime.saturating_add(BUFFER_LTIMES) < now {
             return false;
         }
-        let fp = fingerprint(payload);
+        let fp = crate::identity::Fnv::of(payload);
         let slot = self.seen.entry(ltime).or_default();
         if slot.iter().any(|(n, f)| n == name && *f == fp) {
             return false;
@@ -114,16 +115,6 @@ impl EventBuffer {
         }
         true
     }
-}
-
-/// FNV-1a of the payload (stable, so deduplication does not depend on the build).
-fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]

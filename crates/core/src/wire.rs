@@ -32,8 +32,7 @@ use foca::{Codec, Header, Member, Message, PostcardCodec};
 use hashbrown::hash_table::Entry;
 use serde::{Deserialize, Serialize};
 
-use crate::error::DropReason;
-use crate::error::InvalidInput;
+use crate::error::{DecodeError, DropReason, InvalidInput};
 use crate::identity::{IdRef, Interner, Limits, NameKey, NodeId};
 use crate::table::KeyTable;
 
@@ -80,6 +79,28 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order of their bytes.
+    pub const ALL: [Kind; 12] = [
+        Self::Foca,
+        Self::Sync,
+        Self::Notice,
+        Self::NoticeAck,
+        Self::Unknown,
+        Self::Digest,
+        Self::Want,
+        Self::User,
+        Self::Query,
+        Self::QueryResponse,
+        Self::Challenge,
+        Self::ChallengeEcho,
+    ];
+
+    /// The kind of a packet, from its envelope (`None`: too short, or a byte this build does
+    /// not know).
+    pub fn of_packet(packet: &[u8]) -> Option<Self> {
+        packet.get(3).and_then(|b| Self::from_u8(*b))
+    }
+
     fn from_u8(b: u8) -> Option<Self> {
         Some(match b {
             0 => Self::Foca,
@@ -262,7 +283,7 @@ impl DigestEntry {
     /// follows it.
     fn take(bytes: &[u8]) -> Result<(Self, &[u8]), DropReason> {
         let (Some(key), Some(short)) = (bytes.get(..8), bytes.get(8..12)) else {
-            return Err(DropReason::Malformed("truncated digest entry".into()));
+            return Err(DecodeError::TruncatedEntry.into());
         };
         let (incarnation, rest) = postcard::take_from_bytes(&bytes[12..]).map_err(malformed)?;
         let (state, rest) = postcard::take_from_bytes(rest).map_err(malformed)?;
@@ -311,10 +332,7 @@ pub fn decode_digest(payload: &[u8]) -> Result<Digest, DropReason> {
         rest = after;
     }
     if !rest.is_empty() {
-        return Err(DropReason::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
+        return Err(DecodeError::Trailing(rest.len()).into());
     }
     Ok(Digest {
         reply,
@@ -387,11 +405,11 @@ pub fn decode_query_response(
 ) -> Result<QueryResponseMsg, DropReason> {
     let msg: QueryResponseMsg = decode_exact(payload)?;
     if msg.payload.len() > limits.event_bytes_max {
-        return Err(DropReason::Malformed(format!(
-            "query response of {} bytes, the limit is {}",
-            msg.payload.len(),
-            limits.event_bytes_max
-        )));
+        return Err(DecodeError::AnswerTooBig {
+            len: msg.payload.len(),
+            max: limits.event_bytes_max,
+        }
+        .into());
     }
     Ok(msg)
 }
@@ -430,8 +448,7 @@ pub fn open_envelope(data: &[u8], max_len: usize) -> Result<(Kind, &[u8]), DropR
     if data[2] != VERSION {
         return Err(DropReason::Version(data[2]));
     }
-    let kind = Kind::from_u8(data[3])
-        .ok_or_else(|| DropReason::Malformed(format!("unknown kind {}", data[3])))?;
+    let kind = Kind::from_u8(data[3]).ok_or(DecodeError::UnknownKind(data[3]))?;
     Ok((kind, &data[ENVELOPE_LEN..]))
 }
 
@@ -450,7 +467,7 @@ pub fn decode_sync(
     limits: &Limits,
     dir: &mut Directory,
 ) -> Result<Sync, DropReason> {
-    let err = |e: CodecError| DropReason::Malformed(e.0);
+    let err = |e: CodecError| DropReason::Malformed(e.into());
     let (reply, rest): (bool, _) = take(payload).map_err(err)?;
     let (clocks, rest): (Clocks, _) = take(rest).map_err(err)?;
     let (count, mut rest): (usize, _) = take(rest).map_err(err)?;
@@ -462,10 +479,7 @@ pub fn decode_sync(
         rest = r;
     }
     if !rest.is_empty() {
-        return Err(DropReason::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
+        return Err(DecodeError::Trailing(rest.len()).into());
     }
     Ok(Sync {
         reply,
@@ -505,7 +519,7 @@ fn take_id<'a>(
 }
 
 fn invalid(e: InvalidInput) -> CodecError {
-    CodecError(e.to_string())
+    CodecError::Invalid(e)
 }
 
 /// Decodes a [`Notice`] and checks its identity.
@@ -515,7 +529,7 @@ pub fn decode_notice(
     limits: &Limits,
     dir: &mut Directory,
 ) -> Result<Notice, DropReason> {
-    let err = |e: CodecError| DropReason::Malformed(e.0);
+    let err = |e: CodecError| DropReason::Malformed(e.into());
     let (seq, rest): (u64, _) = take(payload).map_err(err)?;
     let (member, rest) = take_member(rest, dir, limits).map_err(err)?;
     let (has_from, rest): (bool, _) = take(rest).map_err(err)?;
@@ -529,10 +543,7 @@ pub fn decode_notice(
     let (forward, rest): (Vec<Forward>, _) = take(rest).map_err(err)?;
     check_forward(&forward)?;
     if !rest.is_empty() {
-        return Err(DropReason::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
+        return Err(DecodeError::Trailing(rest.len()).into());
     }
     Ok(Notice {
         seq,
@@ -546,19 +557,18 @@ pub fn decode_notice(
 /// A Lamport time no clock reaches ([`crate::clock::CLOCK_MAX`]) is refused.
 fn check_ltime(ltime: u64) -> Result<(), DropReason> {
     if ltime > crate::clock::CLOCK_MAX {
-        return Err(DropReason::Malformed(format!(
-            "Lamport time {ltime} is beyond any clock"
-        )));
+        return Err(DecodeError::TimeTooFar(ltime).into());
     }
     Ok(())
 }
 
 fn check_forward(forward: &[Forward]) -> Result<(), DropReason> {
     if forward.len() > FORWARD_MAX {
-        return Err(DropReason::Malformed(format!(
-            "forward list of {} members, the limit is {FORWARD_MAX}",
-            forward.len()
-        )));
+        return Err(DecodeError::ForwardTooLong {
+            len: forward.len(),
+            max: FORWARD_MAX,
+        }
+        .into());
     }
     Ok(())
 }
@@ -571,16 +581,13 @@ pub fn decode_notice_ack(payload: &[u8]) -> Result<NoticeAck, DropReason> {
 fn decode_exact<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, DropReason> {
     let (value, rest) = postcard::take_from_bytes(payload).map_err(malformed)?;
     if !rest.is_empty() {
-        return Err(DropReason::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
+        return Err(DecodeError::Trailing(rest.len()).into());
     }
     Ok(value)
 }
 
-fn malformed(e: impl std::fmt::Display) -> DropReason {
-    DropReason::Malformed(e.to_string())
+fn malformed(e: impl Into<DecodeError>) -> DropReason {
+    DropReason::Malformed(e.into())
 }
 
 /// What the codec needs to write and read identity references: the newest identity seen in
@@ -868,15 +875,42 @@ impl ValidatingCodec {
     }
 
     fn check(&self, id: &NodeId) -> Result<(), CodecError> {
-        id.validate(&self.limits)
-            .map_err(|e| CodecError(e.to_string()))
+        Ok(id.validate(&self.limits)?)
     }
 }
 
 /// A decoding or encoding failure of [`ValidatingCodec`].
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CodecError(String);
+#[non_exhaustive]
+pub enum CodecError {
+    /// Not postcard's encoding of what was expected.
+    #[error(transparent)]
+    Postcard(#[from] postcard::Error),
+    /// An identity that breaks the rules.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// No header at all.
+    #[error("empty header")]
+    EmptyHeader,
+    /// Header flags this build does not know.
+    #[error("unknown header flags {0:#x}")]
+    UnknownFlags(u8),
+    /// A reference to a sender identity we do not hold.
+    #[error("unknown sender identity reference")]
+    UnknownSender,
+    /// A reference to a destination that is neither known nor us.
+    #[error("packet for an unknown member")]
+    UnknownMember,
+    /// An identity reference cut short.
+    #[error("truncated identity reference")]
+    TruncatedRef,
+    /// The packet buffer cannot take the header.
+    #[error("packet buffer full")]
+    BufferFull,
+    /// foca's own postcard codec failed.
+    #[error("{0}")]
+    Foca(String),
+}
 
 const FLAG_SRC_REF: u8 = 1;
 const FLAG_DST_REF: u8 = 2;
@@ -888,7 +922,7 @@ fn put_ref(out: &mut Vec<u8>, id: &NodeId) {
 
 fn take_ref(bytes: &[u8]) -> Result<((NameKey, u32), &[u8]), CodecError> {
     if bytes.len() < REF_LEN {
-        return Err(CodecError("truncated identity reference".into()));
+        return Err(CodecError::TruncatedRef);
     }
     let (r, rest) = bytes.split_at(REF_LEN);
     let key = u64::from_le_bytes(r[..8].try_into().expect("8 bytes"));
@@ -897,18 +931,18 @@ fn take_ref(bytes: &[u8]) -> Result<((NameKey, u32), &[u8]), CodecError> {
 }
 
 fn take<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, &'a [u8]), CodecError> {
-    postcard::take_from_bytes(bytes).map_err(|e| CodecError(e.to_string()))
+    Ok(postcard::take_from_bytes(bytes)?)
 }
 
 fn put<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
-    let bytes = postcard::to_stdvec(value).map_err(|e| CodecError(e.to_string()))?;
+    let bytes = postcard::to_stdvec(value)?;
     out.extend_from_slice(&bytes);
     Ok(())
 }
 
 fn put_buf(out: &[u8], mut buf: impl BufMut) -> Result<(), CodecError> {
     if buf.remaining_mut() < out.len() {
-        return Err(CodecError("packet buffer full".into()));
+        return Err(CodecError::BufferFull);
     }
     buf.put_slice(out);
     Ok(())
@@ -952,11 +986,9 @@ impl Codec<NodeId> for ValidatingCodec {
         // foca hands the codec one contiguous buffer.
         let bytes = buf.chunk();
         debug_assert_eq!(remaining, bytes.len());
-        let (&flags, rest) = bytes
-            .split_first()
-            .ok_or_else(|| CodecError("empty header".into()))?;
+        let (&flags, rest) = bytes.split_first().ok_or(CodecError::EmptyHeader)?;
         if flags & !(FLAG_SRC_REF | FLAG_DST_REF) != 0 {
-            return Err(CodecError(format!("unknown header flags {flags:#x}")));
+            return Err(CodecError::UnknownFlags(flags));
         }
         let mut dir = lock(&self.dir);
         let (src, rest) = if flags & FLAG_SRC_REF != 0 {
@@ -965,7 +997,7 @@ impl Codec<NodeId> for ValidatingCodec {
                 Some(id) => (id, rest),
                 None => {
                     dir.unresolved = true;
-                    return Err(CodecError("unknown sender identity reference".into()));
+                    return Err(CodecError::UnknownSender);
                 }
             }
         } else {
@@ -978,7 +1010,7 @@ impl Codec<NodeId> for ValidatingCodec {
                 (Some(id), _) => id,
                 // A reference to a former identity of ours (before a restart or a tag change).
                 (None, Some(me)) if me.key() == key => me.former(),
-                (None, _) => return Err(CodecError("packet for an unknown member".into())),
+                (None, _) => return Err(CodecError::UnknownMember),
             };
             (dst, rest)
         } else {
@@ -1045,7 +1077,7 @@ impl Codec<NodeId> for ValidatingCodec {
     ) -> Result<(), CodecError> {
         PostcardCodec
             .encode_member(member, buf)
-            .map_err(|e| CodecError(e.to_string()))
+            .map_err(|e| CodecError::Foca(e.to_string()))
     }
 
     fn decode_member(&mut self, mut buf: impl Buf) -> Result<Member<NodeId>, CodecError> {
@@ -1231,7 +1263,10 @@ mod tests {
             for dir in [&mut Directory::default(), &mut known] {
                 let err = decode_sync(&broken, &limits, dir).unwrap_err();
                 assert!(
-                    matches!(&err, DropReason::Malformed(m) if m.contains("UTF-8")),
+                    matches!(
+                        &err,
+                        DropReason::Malformed(DecodeError::Invalid(InvalidInput::NotUtf8))
+                    ),
                     "{err:?}"
                 );
             }

@@ -143,22 +143,12 @@ pub fn merge_backlog(batches: Vec<Event>) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gossip_core::{Limits, NodeId, Status, Tags};
+    use gossip_core::Status;
 
     fn ev(kind: EventKind, name: &str) -> MemberEvent {
         MemberEvent {
             kind,
-            member: MemberInfo {
-                id: NodeId::new(
-                    name,
-                    "10.0.0.1:7946".parse().unwrap(),
-                    1,
-                    Tags::new(),
-                    &Limits::default(),
-                )
-                .unwrap(),
-                status: Status::Alive,
-            },
+            member: gossip_testkit::members::member(name, "10.0.0.1", &[], Status::Alive),
         }
     }
 

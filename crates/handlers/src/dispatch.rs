@@ -414,17 +414,10 @@ fn log_output(handler: &str, stream: &str, out: &script::Captured) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gossip_core::{EventKind, Limits, MemberInfo, Status, Tags};
+    use gossip_core::{EventKind, Status};
 
     fn local() -> NodeId {
-        NodeId::new(
-            "l",
-            "10.0.0.1:7946".parse().unwrap(),
-            1,
-            Tags::new(),
-            &Limits::default(),
-        )
-        .unwrap()
+        gossip_testkit::members::id("l", "10.0.0.1", &[])
     }
 
     fn user(name: &str, ltime: u64, coalesce: bool) -> Event {
@@ -453,17 +446,12 @@ mod tests {
         let q = queue();
         let member = |name: &str| Event::Members {
             kind: EventKind::Join,
-            members: vec![MemberInfo {
-                id: NodeId::new(
-                    name,
-                    "10.0.0.2:7946".parse().unwrap(),
-                    1,
-                    Tags::new(),
-                    &Limits::default(),
-                )
-                .unwrap(),
-                status: Status::Alive,
-            }],
+            members: vec![gossip_testkit::members::member(
+                name,
+                "10.0.0.2",
+                &[],
+                Status::Alive,
+            )],
         };
         for t in 0..7_703u64 {
             let events = if t % 1000 == 0 {

@@ -227,7 +227,7 @@ fn parse_filter(f: &str) -> Result<Vec<Item>, String> {
                         .ok_or_else(|| format!("selector {cond:?} in {part:?} is not KEY=REGEX"))?;
                     pairs.push((k.trim(), v.trim()));
                 }
-                (n, Selector::new(pairs)?)
+                (n, Selector::new(pairs).map_err(|e| e.to_string())?)
             }
             None => (part, Selector::all()),
         };
@@ -285,21 +285,10 @@ fn split_outside_brackets(f: &str) -> Result<Vec<&str>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gossip_core::{Limits, NodeId, Status, Tags};
+    use gossip_core::Status;
 
     fn m(name: &str, role: &str) -> MemberInfo {
-        let tags = Tags::from([("role".to_string(), role.to_string())]);
-        MemberInfo {
-            id: NodeId::new(
-                name,
-                "10.0.0.1:7946".parse().unwrap(),
-                1,
-                tags,
-                &Limits::default(),
-            )
-            .unwrap(),
-            status: Status::Alive,
-        }
+        gossip_testkit::members::member(name, "10.0.0.1", &[("role", role)], Status::Alive)
     }
 
     fn members(kind: EventKind) -> Event {

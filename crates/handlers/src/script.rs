@@ -251,22 +251,12 @@ pub fn invocation(event: &Event, local: &NodeId) -> (Vec<(String, String)>, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gossip_core::{EventKind, Limits, Status, Tags};
+    use gossip_core::{EventKind, Status};
 
     #[test]
     fn serf_stdin_and_env() {
-        let tags = Tags::from([
-            ("role".to_string(), "web".to_string()),
-            ("dc-name".to_string(), "eu 1".to_string()),
-        ]);
-        let id = NodeId::new(
-            "n1",
-            "10.0.0.4:7946".parse().unwrap(),
-            1,
-            tags,
-            &Limits::default(),
-        )
-        .unwrap();
+        let id =
+            gossip_testkit::members::id("n1", "10.0.0.4", &[("role", "web"), ("dc-name", "eu 1")]);
         let e = Event::Members {
             kind: EventKind::Join,
             members: vec![MemberInfo {

@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 
 use gossip_core::{MemberInfo, Stats, Tags};
-use regex_lite::Regex;
 use serde::{Deserialize, Serialize};
 
 /// One member, in the shape of `serf members -format json`.
@@ -256,56 +255,15 @@ pub struct ErrorResponse {
     pub error: String,
 }
 
-/// Filters of `members`: each is a regular expression that must match the whole value, as in
-/// Serf.
-#[derive(Debug, Default)]
-pub struct MemberFilter {
-    status: Option<Regex>,
-    name: Option<Regex>,
-    tags: Vec<(String, Regex)>,
-}
-
-impl MemberFilter {
-    /// Builds a filter; `tags` holds `KEY=REGEX` items, `role` is the `role` tag.
-    pub fn new(
-        status: Option<&str>,
-        name: Option<&str>,
-        role: Option<&str>,
-        tags: &[String],
-    ) -> Result<Self, String> {
-        let re = |what: &str, s: &str| {
-            Regex::new(&format!("^(?:{s})$")).map_err(|e| {
-                format!(
-                    "invalid {what} pattern {s:?}: {}",
-                    e.to_string().lines().last().unwrap_or("")
-                )
-            })
-        };
-        let mut out = Self {
-            status: status.map(|s| re("--status", s)).transpose()?,
-            name: name.map(|s| re("--name", s)).transpose()?,
-            tags: Vec::new(),
-        };
-        if let Some(r) = role {
-            out.tags.push(("role".into(), re("--role", r)?));
-        }
-        for kv in tags {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("invalid --tag {kv:?}: expected KEY=REGEX"))?;
-            out.tags.push((k.to_string(), re("--tag", v)?));
-        }
-        Ok(out)
+impl gossip_handlers::select::MemberView for MemberJson {
+    fn name(&self) -> &str {
+        &self.name
     }
-
-    /// True when `m` passes every filter. A tag filter on a missing tag fails.
-    pub fn matches(&self, m: &MemberJson) -> bool {
-        self.status.as_ref().is_none_or(|r| r.is_match(&m.status))
-            && self.name.as_ref().is_none_or(|r| r.is_match(&m.name))
-            && self
-                .tags
-                .iter()
-                .all(|(k, r)| m.tags.get(k).is_some_and(|v| r.is_match(v)))
+    fn status(&self) -> &str {
+        &self.status
+    }
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
     }
 }
 
@@ -344,15 +302,12 @@ mod tests {
     }
 
     #[test]
-    fn filters_are_anchored_regexes() {
-        let f = MemberFilter::new(Some("alive"), None, Some("app.*"), &[]).unwrap();
+    fn the_member_filter_reads_the_json_form() {
+        use gossip_handlers::select::Selector;
+        let f = Selector::for_flags(Some("alive"), None, Some("app.*"), &[]).unwrap();
         assert!(f.matches(&m("a", "alive", "appserver")));
         assert!(!f.matches(&m("a", "failed", "appserver")));
         assert!(!f.matches(&m("a", "alive", "webapp")));
-        let f = MemberFilter::new(None, None, None, &["zone=.*".into()]).unwrap();
-        assert!(!f.matches(&m("a", "alive", "x")), "missing tag fails");
-        assert!(MemberFilter::new(None, None, None, &["nokv".into()]).is_err());
-        assert!(MemberFilter::new(Some("("), None, None, &[]).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Agent configuration: built-in defaults, then a TOML file, then environment variables and
-//! flags (the CLI resolves those two, flags winning), into one resolved [`AgentConfig`].
-//! Every error names the field or flag at fault.
+//! flags (clap reads those two, flags winning), into one resolved [`AgentConfig`]. Each
+//! setting is defined once, in [`crate::settings`]; here they are merged and validated. Every
+//! error names the flag at fault.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -10,9 +11,9 @@ use std::time::Duration;
 use gossip_core::crypt::Key;
 use gossip_core::{CoreConfig, Limits, Profile, ROLE_TAG, Tags, identity};
 use gossip_handlers::{DispatchConfig, HandlerSpec, WriterConfig};
-use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::settings::Settings;
 
 /// Gossip port used when `--bind`, `--advertise` or `--join` gives none.
 pub const DEFAULT_PORT: u16 = 7946;
@@ -23,130 +24,6 @@ pub const EVENT_SIZE_LIMIT: usize = 2048;
 /// The largest `--tags-size-max`: a probe names two members in full (name and tags) in one
 /// datagram, sealed or not.
 pub const TAGS_SIZE_LIMIT: usize = 1200;
-
-/// The config file, as written. Every field is optional.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Node name.
-    pub node: Option<String>,
-    /// Gossip bind address, `IP:PORT`.
-    pub bind: Option<String>,
-    /// Advertised address, `IP` or `IP:PORT`.
-    pub advertise: Option<String>,
-    /// Control API address.
-    pub rpc_addr: Option<String>,
-    /// Control API bearer token (required when `rpc_addr` is not a loopback address).
-    pub rpc_token: Option<String>,
-    /// Gossip encryption key (base64 of 32 bytes).
-    pub encrypt: Option<String>,
-    /// Keyring file (a JSON array of base64 keys, the primary first: Serf's format).
-    pub keyring_file: Option<PathBuf>,
-    /// Member snapshot file.
-    pub snapshot: Option<PathBuf>,
-    /// The `role` tag.
-    pub role: Option<String>,
-    /// Other tags.
-    pub tags: Option<Tags>,
-    /// Join targets, `HOST[:PORT]`.
-    pub join: Option<Vec<String>>,
-    /// Timing profile: lan, local or wan.
-    pub profile: Option<String>,
-    /// Log level: error, warn, info, debug or trace.
-    pub log_level: Option<String>,
-    /// How long failed and left members stay listed, in seconds.
-    pub reap_after_secs: Option<u64>,
-    /// Upper bound of the join retry backoff, in seconds.
-    pub retry_join_max_secs: Option<u64>,
-    /// Event handlers, `[FILTER=]SCRIPT` (flags add to these).
-    pub event_handlers: Option<Vec<String>>,
-    /// Handler timeout, in seconds.
-    pub handler_timeout_secs: Option<u64>,
-    /// Coalescing quiet period, in ms (0 disables coalescing).
-    pub coalesce_quiet_ms: Option<u64>,
-    /// Coalescing upper bound, in ms.
-    pub coalesce_max_ms: Option<u64>,
-    /// Largest user event (name plus payload), in bytes.
-    pub event_size_max: Option<usize>,
-    /// Largest tag set (keys plus values plus 2 a tag), in bytes.
-    pub tags_size_max: Option<usize>,
-    /// Built-in writers (`[[writer]]` tables; flags add to these).
-    #[serde(default)]
-    pub writer: Vec<WriterConfig>,
-}
-
-impl FileConfig {
-    /// Reads and parses `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
-            path: path.to_path_buf(),
-            // toml's message spans lines (it quotes the source); keep the first.
-            message: e
-                .message()
-                .lines()
-                .next()
-                .unwrap_or("parse error")
-                .to_string()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
-        })
-    }
-}
-
-/// Values from flags and environment variables (already merged by the CLI: a flag beats its
-/// variable). `None` or empty means "not given".
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    /// `--node` / `GOSSIP_NODE`.
-    pub node: Option<String>,
-    /// `--bind` / `GOSSIP_BIND`.
-    pub bind: Option<String>,
-    /// `--advertise` / `GOSSIP_ADVERTISE`.
-    pub advertise: Option<String>,
-    /// `--rpc-addr` / `GOSSIP_RPC_ADDR`.
-    pub rpc_addr: Option<String>,
-    /// `--rpc-token` / `GOSSIP_RPC_TOKEN`.
-    pub rpc_token: Option<String>,
-    /// `--encrypt` / `GOSSIP_ENCRYPT`.
-    pub encrypt: Option<String>,
-    /// `--keyring-file` / `GOSSIP_KEYRING_FILE`.
-    pub keyring_file: Option<PathBuf>,
-    /// `--snapshot` / `GOSSIP_SNAPSHOT`.
-    pub snapshot: Option<PathBuf>,
-    /// `--reap-after` / `GOSSIP_REAP_AFTER` in seconds.
-    pub reap_after_secs: Option<u64>,
-    /// `--role` / `GOSSIP_ROLE`.
-    pub role: Option<String>,
-    /// `--tag K=V` / `GOSSIP_TAG`.
-    pub tags: Vec<String>,
-    /// `--join` / `GOSSIP_JOIN`.
-    pub join: Vec<String>,
-    /// `--profile` / `GOSSIP_PROFILE`.
-    pub profile: Option<String>,
-    /// `--config` / `GOSSIP_CONFIG`.
-    pub config_file: Option<PathBuf>,
-    /// `--log-level` / `GOSSIP_LOG_LEVEL`.
-    pub log_level: Option<String>,
-    /// `--event-handler` (repeatable).
-    pub event_handlers: Vec<String>,
-    /// `--handler-timeout` in seconds.
-    pub handler_timeout_secs: Option<u64>,
-    /// `--coalesce-quiet` in ms.
-    pub coalesce_quiet_ms: Option<u64>,
-    /// `--coalesce-max` in ms.
-    pub coalesce_max_ms: Option<u64>,
-    /// `--event-size-max` in bytes.
-    pub event_size_max: Option<usize>,
-    /// `--tags-size-max` in bytes.
-    pub tags_size_max: Option<usize>,
-    /// `--writer KIND:K=V,...` (repeatable).
-    pub writers: Vec<String>,
-}
 
 /// A `--join` target: a host name or IP, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,8 +116,8 @@ pub struct AgentConfig {
     pub config_file: Option<PathBuf>,
     /// Log level.
     pub log_level: String,
-    /// Upper bound of the join retry backoff.
-    pub retry_join_max: Duration,
+    /// How joins are retried.
+    pub join_backoff: gossip_core::config::JoinBackoff,
     /// Longest wait for a leave to be acknowledged before exiting.
     pub leave_timeout: Duration,
     /// Event handlers: the file's, then the flags'.
@@ -249,24 +126,54 @@ pub struct AgentConfig {
     pub dispatch: DispatchConfig,
     /// Writers: the file's, then the flags'.
     pub writers: Vec<WriterConfig>,
-    /// The overrides it was built from, so a reload can re-apply them over the new file.
-    pub overrides: Overrides,
+    /// Service supervision, as given (checked by [`crate::supervise::ServiceConfig`]).
+    pub service: crate::settings::ServiceSettings,
+    /// The flags and environment it was built from, so a reload applies them over the new
+    /// file again.
+    pub flags: Settings,
 }
 
 impl AgentConfig {
-    /// Resolves defaults, file (from `overrides.config_file`) and overrides.
-    pub fn resolve(overrides: Overrides) -> Result<Self, ConfigError> {
-        let file = match &overrides.config_file {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
+    /// Resolves the defaults, the config file `config_file` (if any) and `flags` (flags and
+    /// environment variables, as clap read them; `GOSSIP_TAGS` is read here).
+    pub fn resolve(flags: Settings, config_file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let file = match &config_file {
+            Some(p) => load_file(p)?,
+            None => Settings::default(),
         };
-        Self::resolve_with(file, overrides)
+        Self::resolve_with(file, flags, crate::settings::env_tags(), config_file)
     }
 
-    /// Resolves defaults, the given file content and overrides.
-    pub fn resolve_with(file: FileConfig, ov: Overrides) -> Result<Self, ConfigError> {
+    /// Resolves the defaults, the settings of a config file, `flags` and the tags of the
+    /// environment (`K=V` items, below the flags' on the same key).
+    pub fn resolve_with(
+        file: Settings,
+        flags: Settings,
+        env_tags: Vec<String>,
+        config_file: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        // Lists that add up (the file's, then the flags'), before the flags win elsewhere.
+        let event_handlers: Vec<String> = file
+            .events
+            .event_handlers
+            .iter()
+            .chain(&flags.events.event_handlers)
+            .cloned()
+            .collect();
+        let file_writers = file.events.writers.clone();
+        let flag_writers = flags.events.writers.clone();
+        let file_tags = file.cluster.tags.clone();
+        let file_role = file.cluster.role.clone();
+        let flag_tags: Vec<String> = env_tags
+            .into_iter()
+            .chain(flags.cluster.tags.iter().cloned())
+            .collect();
+        let member = flags.member.clone().over(file.member);
+        let cluster = flags.cluster.clone().over(file.cluster);
+        let events = flags.events.clone().over(file.events);
+        let service = flags.service.clone().over(file.service);
         let mut limits = Limits::default();
-        if let Some(n) = ov.tags_size_max.or(file.tags_size_max) {
+        if let Some(n) = events.tags_size_max {
             if !(16..=TAGS_SIZE_LIMIT).contains(&n) {
                 return Err(bad(
                     "tags-size-max",
@@ -275,22 +182,21 @@ impl AgentConfig {
             }
             limits.tags_bytes_max = n;
         }
-        let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or(file.clone());
 
-        let node = match pick(&ov.node, &file.node) {
+        let node = match member.node {
             Some(n) => n,
             None => hostname()?,
         };
         identity::validate_name(&node, &limits).map_err(|e| bad("node", e))?;
 
-        let bind = match pick(&ov.bind, &file.bind) {
-            Some(b) => parse_bind(&b).map_err(|e| bad("bind", e))?,
+        let bind = match &member.bind {
+            Some(b) => parse_bind(b).map_err(|e| bad("bind", e))?,
             None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
         };
 
-        let (advertise_ip, advertise_port) = match pick(&ov.advertise, &file.advertise) {
+        let (advertise_ip, advertise_port) = match &member.advertise {
             Some(a) => {
-                let (ip, port) = parse_advertise(&a).map_err(|e| bad("advertise", e))?;
+                let (ip, port) = parse_advertise(a).map_err(|e| bad("advertise", e))?;
                 (Some(ip), port)
             }
             None => (None, None),
@@ -302,17 +208,18 @@ impl AgentConfig {
             ));
         }
 
-        let rpc_addr = pick(&ov.rpc_addr, &file.rpc_addr)
+        let rpc_addr = member
+            .rpc_addr
             .unwrap_or_else(|| DEFAULT_RPC.to_string())
             .parse::<SocketAddr>()
             .map_err(|e| bad("rpc-addr", e))?;
-        let rpc_token = pick(&ov.rpc_token, &file.rpc_token).filter(|t| !t.is_empty());
+        let rpc_token = member.rpc_token.filter(|t| !t.is_empty());
         if let Some(t) = &rpc_token {
             check_token(t).map_err(|e| bad("rpc-token", e))?;
         }
         let keyring = KeyringConfig::resolve(
-            pick(&ov.encrypt, &file.encrypt).filter(|k| !k.is_empty()),
-            ov.keyring_file.clone().or(file.keyring_file.clone()),
+            member.encrypt.filter(|k| !k.is_empty()),
+            member.keyring_file,
         )?;
         if !rpc_addr.ip().is_loopback() && rpc_token.is_none() {
             return Err(bad(
@@ -324,36 +231,35 @@ impl AgentConfig {
             ));
         }
 
-        let mut tags = file.tags.clone().unwrap_or_default();
-        if let Some(r) = &file.role {
-            tags.insert(ROLE_TAG.into(), r.clone());
-        }
-        for kv in &ov.tags {
-            let (k, v) = parse_tag(kv).map_err(|e| bad("tag", e))?;
-            tags.insert(k, v);
-        }
-        if let Some(r) = &ov.role {
-            tags.insert(ROLE_TAG.into(), r.clone());
+        // The file's tags, its role, then the environment's and the flags' tags, the flags'
+        // role: a later one wins on the same key.
+        let mut tags = Tags::new();
+        let roles = [file_role, flags.cluster.role.clone()];
+        for (items, role) in [file_tags, flag_tags].iter().zip(&roles) {
+            for kv in items {
+                let (k, v) = parse_tag(kv).map_err(|e| bad("tag", e))?;
+                tags.insert(k, v);
+            }
+            if let Some(r) = role {
+                tags.insert(ROLE_TAG.into(), r.clone());
+            }
         }
         identity::validate_tags(&tags, &limits).map_err(|e| bad("tag", e))?;
 
-        let join_raw = if ov.join.is_empty() {
-            file.join.clone().unwrap_or_default()
-        } else {
-            ov.join.clone()
-        };
-        let join = join_raw
+        let join = cluster
+            .join
             .iter()
             .map(|j| j.parse::<JoinTarget>().map_err(|e| bad("join", e)))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let profile = pick(&ov.profile, &file.profile)
+        let profile = cluster
+            .profile
             .map(|p| p.parse::<Profile>().map_err(|e| bad("profile", e)))
             .transpose()?
             .unwrap_or_default();
         let mut core = CoreConfig::new(profile);
         core.limits.tags_bytes_max = limits.tags_bytes_max;
-        if let Some(n) = ov.event_size_max.or(file.event_size_max) {
+        if let Some(n) = events.event_size_max {
             if !(1..=EVENT_SIZE_LIMIT).contains(&n) {
                 return Err(bad(
                     "event-size-max",
@@ -362,40 +268,43 @@ impl AgentConfig {
             }
             core.limits.event_bytes_max = n;
         }
-        if let Some(s) = ov.reap_after_secs.or(file.reap_after_secs) {
+        if let Some(s) = member.reap_after {
             if s == 0 {
                 return Err(bad("reap-after", "must be at least 1"));
             }
             core.reap_after = Duration::from_secs(s);
         }
 
-        let log_level = pick(&ov.log_level, &file.log_level).unwrap_or_else(|| "info".into());
-        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
-            return Err(bad(
-                "log-level",
-                format!("{log_level:?} is not one of error, warn, info, debug, trace"),
-            ));
-        }
-        let retry_join_max = Duration::from_secs(file.retry_join_max_secs.unwrap_or(30).max(1));
+        let log_level = cluster.log_level.unwrap_or_else(|| "info".into());
+        let log_level = match log_level.parse::<tracing::Level>() {
+            Ok(l) => l.as_str().to_ascii_lowercase(),
+            Err(_) => {
+                return Err(bad(
+                    "log-level",
+                    format!("{log_level:?} is not one of error, warn, info, debug, trace"),
+                ));
+            }
+        };
+        let join_backoff = gossip_core::config::JoinBackoff {
+            max: Duration::from_secs(cluster.retry_join_max.unwrap_or(30).max(1)),
+            ..Default::default()
+        };
 
-        let handlers = file
-            .event_handlers
+        let handlers = event_handlers
             .iter()
-            .flatten()
-            .chain(ov.event_handlers.iter())
             .map(|h| HandlerSpec::parse(h).map_err(|e| bad("event-handler", e)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut dispatch = DispatchConfig::default();
-        if let Some(t) = ov.handler_timeout_secs.or(file.handler_timeout_secs) {
+        if let Some(t) = events.handler_timeout {
             if t == 0 {
                 return Err(bad("handler-timeout", "must be at least 1 second"));
             }
             dispatch.handler_timeout = Duration::from_secs(t);
         }
-        if let Some(q) = ov.coalesce_quiet_ms.or(file.coalesce_quiet_ms) {
+        if let Some(q) = events.coalesce_quiet {
             dispatch.coalesce_quiet = Duration::from_millis(q);
         }
-        if let Some(m) = ov.coalesce_max_ms.or(file.coalesce_max_ms) {
+        if let Some(m) = events.coalesce_max {
             dispatch.coalesce_max = Duration::from_millis(m);
         }
         if dispatch.coalesce_max < dispatch.coalesce_quiet {
@@ -404,14 +313,13 @@ impl AgentConfig {
                 "must not be shorter than the quiet period",
             ));
         }
-        let mut writers = file.writer.clone();
-        for (i, w) in writers.iter().enumerate() {
-            w.check()
+        let mut writers = Vec::new();
+        for (i, w) in file_writers.into_iter().enumerate() {
+            w.0.check()
                 .map_err(|e| bad(&format!("writer #{}", i + 1), e))?;
+            writers.push(w.0);
         }
-        for w in &ov.writers {
-            writers.push(WriterConfig::from_flag(w).map_err(|e| bad("writer", e))?);
-        }
+        writers.extend(flag_writers.into_iter().map(|w| w.0));
 
         Ok(Self {
             node,
@@ -421,20 +329,44 @@ impl AgentConfig {
             rpc_addr,
             rpc_token,
             keyring,
-            snapshot: ov.snapshot.clone().or(file.snapshot.clone()),
+            snapshot: member.snapshot,
             tags,
             join,
             core,
-            config_file: ov.config_file.clone(),
+            config_file,
             log_level,
-            retry_join_max,
+            join_backoff,
             leave_timeout: Duration::from_secs(2),
             handlers,
             dispatch,
             writers,
-            overrides: ov,
+            service,
+            flags,
         })
     }
+}
+
+/// Reads and parses a config file.
+pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        summary: e.to_string(),
+        source: e.into(),
+    })?;
+    Settings::from_toml(&text).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        // toml's message spans lines (it quotes the source); keep the first.
+        summary: e
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("parse error")
+            .to_string()
+            + &e.span()
+                .map(|s| format!(" (at byte {})", s.start))
+                .unwrap_or_default(),
+        source: e.into(),
+    })
 }
 
 /// Gossip encryption: the keys to start with and the file that keeps them.
@@ -591,11 +523,8 @@ fn parse_advertise(s: &str) -> Result<(IpAddr, Option<u16>), String> {
     Ok((ip, None))
 }
 
-fn bad(field: &str, e: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Field {
-        field: field.to_string(),
-        message: e.to_string(),
-    }
+fn bad(field: &str, e: impl Into<crate::error::Reason>) -> ConfigError {
+    ConfigError::field(field, e)
 }
 
 fn hostname() -> Result<String, ConfigError> {
@@ -608,63 +537,72 @@ fn hostname() -> Result<String, ConfigError> {
 mod tests {
     use super::*;
 
-    fn ov() -> Overrides {
-        Overrides {
-            node: Some("n1".into()),
-            ..Overrides::default()
-        }
+    use crate::settings::Settings;
+
+    fn ov() -> Settings {
+        let mut s = Settings::default();
+        s.member.node = Some("n1".into());
+        s
+    }
+
+    fn file(text: &str) -> Settings {
+        Settings::from_toml(text).unwrap()
+    }
+
+    fn resolve(file: Settings, flags: Settings) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::resolve_with(file, flags, Vec::new(), None)
     }
 
     #[test]
     fn event_size_limit_is_configurable_within_one_datagram() {
-        let c = AgentConfig::resolve_with(FileConfig::default(), ov()).unwrap();
+        let c = resolve(Settings::default(), ov()).unwrap();
         assert_eq!(c.core.limits.event_bytes_max, 1024);
-        let file: FileConfig = toml::from_str("event_size_max = 2000\n").unwrap();
-        let c = AgentConfig::resolve_with(file, ov()).unwrap();
+        let file = file("event_size_max = 2000\n");
+        let c = resolve(file, ov()).unwrap();
         assert_eq!(c.core.limits.event_bytes_max, 2000);
         let mut o = ov();
-        o.event_size_max = Some(4096);
-        let e = AgentConfig::resolve_with(FileConfig::default(), o).unwrap_err();
+        o.events.event_size_max = Some(4096);
+        let e = resolve(Settings::default(), o).unwrap_err();
         assert!(e.to_string().contains("event-size-max"), "{e}");
     }
 
     #[test]
     fn tags_size_limit_is_configurable_and_checked_against_the_tags() {
-        let c = AgentConfig::resolve_with(FileConfig::default(), ov()).unwrap();
+        let c = resolve(Settings::default(), ov()).unwrap();
         assert_eq!(c.core.limits.tags_bytes_max, 1024);
-        let file: FileConfig = toml::from_str("tags_size_max = 1200\n").unwrap();
+        let file = file("tags_size_max = 1200\n");
         let mut o = ov();
-        o.tags = vec![format!("big={}", "x".repeat(1100))];
-        let c = AgentConfig::resolve_with(file, o.clone()).unwrap();
+        o.cluster.tags = vec![format!("big={}", "x".repeat(1100))];
+        let c = resolve(file, o.clone()).unwrap();
         assert_eq!(c.core.limits.tags_bytes_max, 1200);
-        let e = AgentConfig::resolve_with(FileConfig::default(), o).unwrap_err();
+        let e = resolve(Settings::default(), o).unwrap_err();
         assert!(e.to_string().contains("tag"), "{e}");
         let mut o = ov();
-        o.tags_size_max = Some(4096);
-        let e = AgentConfig::resolve_with(FileConfig::default(), o).unwrap_err();
+        o.events.tags_size_max = Some(4096);
+        let e = resolve(Settings::default(), o).unwrap_err();
         assert!(e.to_string().contains("tags-size-max"), "{e}");
     }
 
     #[test]
     fn a_control_api_beyond_loopback_needs_a_token() {
         let mut o = ov();
-        o.rpc_addr = Some("0.0.0.0:7373".into());
-        let e = AgentConfig::resolve_with(FileConfig::default(), o.clone()).unwrap_err();
+        o.member.rpc_addr = Some("0.0.0.0:7373".into());
+        let e = resolve(Settings::default(), o.clone()).unwrap_err();
         assert!(e.to_string().contains("rpc-addr"), "{e}");
-        o.rpc_token = Some("short".into());
-        let e = AgentConfig::resolve_with(FileConfig::default(), o.clone()).unwrap_err();
+        o.member.rpc_token = Some("short".into());
+        let e = resolve(Settings::default(), o.clone()).unwrap_err();
         assert!(e.to_string().contains("rpc-token"), "{e}");
-        o.rpc_token = Some("0123456789abcdef0123".into());
-        let c = AgentConfig::resolve_with(FileConfig::default(), o).unwrap();
+        o.member.rpc_token = Some("0123456789abcdef0123".into());
+        let c = resolve(Settings::default(), o).unwrap();
         assert_eq!(c.rpc_token.as_deref(), Some("0123456789abcdef0123"));
-        let file: FileConfig = toml::from_str("rpc_token = \"has a space in it!!\"\n").unwrap();
-        let e = AgentConfig::resolve_with(file, ov()).unwrap_err();
+        let file = file("rpc_token = \"has a space in it!!\"\n");
+        let e = resolve(file, ov()).unwrap_err();
         assert!(e.to_string().contains("rpc-token"), "{e}");
     }
 
     #[test]
     fn defaults() {
-        let c = AgentConfig::resolve_with(FileConfig::default(), ov()).unwrap();
+        let c = resolve(Settings::default(), ov()).unwrap();
         assert_eq!(c.bind, "0.0.0.0:7946".parse().unwrap());
         assert_eq!(c.rpc_addr, "127.0.0.1:7373".parse().unwrap());
         assert_eq!(c.advertise_port, None);
@@ -674,14 +612,13 @@ mod tests {
 
     #[test]
     fn flags_beat_file_and_role_is_a_tag() {
-        let file: FileConfig = toml::from_str(
+        let file = file(
             "node = \"f\"\nbind = \"127.0.0.1:8000\"\nrole = \"db\"\njoin = [\"seed\"]\n[tags]\nzone = \"a\"\n",
-        )
-        .unwrap();
+        );
         let mut o = ov();
-        o.role = Some("web".into());
-        o.tags = vec!["zone=b".into(), "x=1".into()];
-        let c = AgentConfig::resolve_with(file, o).unwrap();
+        o.cluster.role = Some("web".into());
+        o.cluster.tags = vec!["zone=b".into(), "x=1".into()];
+        let c = resolve(file, o).unwrap();
         assert_eq!(c.node, "n1");
         assert_eq!(c.bind.port(), 8000);
         assert_eq!(c.tags.get("role").unwrap(), "web");
@@ -698,27 +635,31 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let mut o = ov();
-        o.bind = Some("nonsense".into());
-        let e = AgentConfig::resolve_with(FileConfig::default(), o).unwrap_err();
+        o.member.bind = Some("nonsense".into());
+        let e = resolve(Settings::default(), o).unwrap_err();
         assert!(e.to_string().contains("bind"), "{e}");
         let mut o = ov();
-        o.tags = vec!["novalue".into()];
+        o.cluster.tags = vec!["novalue".into()];
         assert!(
-            AgentConfig::resolve_with(FileConfig::default(), o)
+            resolve(Settings::default(), o)
                 .unwrap_err()
                 .to_string()
                 .contains("tag")
         );
         let mut o = ov();
-        o.profile = Some("fast".into());
+        o.cluster.profile = Some("fast".into());
         assert!(
-            AgentConfig::resolve_with(FileConfig::default(), o)
+            resolve(Settings::default(), o)
                 .unwrap_err()
                 .to_string()
                 .contains("profile")
         );
-        let bad_file = toml::from_str::<FileConfig>("colour = 1");
-        assert!(bad_file.is_err());
+        let e = Settings::from_toml("colour = 1").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let s = file("tags_size_max = 100\nready = \"tcp://x:1\"\n[tags]\nzone = \"eu\"\n");
+        assert_eq!(s.events.tags_size_max, Some(100));
+        assert_eq!(s.service.ready.as_deref(), Some("tcp://x:1"));
+        assert_eq!(s.cluster.tags, vec!["zone=eu".to_string()]);
     }
 
     #[test]

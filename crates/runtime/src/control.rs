@@ -13,11 +13,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::agent::Command;
 use crate::api::{
     ErrorResponse, EventRequest, ForceLeaveRequest, JoinRequest, JoinResponse, KeysRequest,
     KeysResponse, MemberJson, MembersResponse, QueryLine, QueryRequest, TagsRequest,
 };
+use crate::command::Command;
 use crate::config::JoinTarget;
 use crate::crypt::KeyOp;
 use crate::resolve::Resolver;
@@ -246,7 +246,7 @@ async fn join(AxState(s): AxState<State>, Json(req): Json<JoinRequest>) -> Respo
 async fn tags(AxState(s): AxState<State>, Json(req): Json<TagsRequest>) -> Response {
     match ask(&s, |tx| Command::Tags(req, tx)).await {
         Ok(Ok(r)) => Json(r).into_response(),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(r) => r,
     }
 }
@@ -254,7 +254,7 @@ async fn tags(AxState(s): AxState<State>, Json(req): Json<TagsRequest>) -> Respo
 async fn event(AxState(s): AxState<State>, Json(req): Json<EventRequest>) -> Response {
     match ask(&s, |tx| Command::Event(req, tx)).await {
         Ok(Ok(r)) => Json(r).into_response(),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(r) => r,
     }
 }
@@ -262,7 +262,7 @@ async fn event(AxState(s): AxState<State>, Json(req): Json<EventRequest>) -> Res
 async fn force_leave(AxState(s): AxState<State>, Json(req): Json<ForceLeaveRequest>) -> Response {
     match ask(&s, |tx| Command::ForceLeave(req, tx)).await {
         Ok(Ok(r)) => Json(r).into_response(),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(r) => r,
     }
 }
@@ -271,7 +271,7 @@ async fn query(AxState(s): AxState<State>, Json(req): Json<QueryRequest>) -> Res
     let (tx, rx) = mpsc::unbounded_channel::<QueryLine>();
     match ask(&s, |reply| Command::Query(req, tx, reply)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(r) => return r,
     }
     // One JSON object per line, each as it happens; the body ends after `done`.
@@ -300,7 +300,7 @@ async fn keys(AxState(s): AxState<State>, Json(req): Json<KeysRequest>) -> Respo
     let (tx, mut rx) = mpsc::unbounded_channel::<QueryLine>();
     match ask(&s, |reply| Command::Keys(req, tx, reply)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(r) => return r,
     }
     let mut out = KeysResponse::default();
@@ -314,22 +314,19 @@ async fn keys(AxState(s): AxState<State>, Json(req): Json<KeysRequest>) -> Respo
             QueryLine::Ack { .. } => {}
             QueryLine::Response { from, payload } => {
                 waiting.remove(&from);
-                if let Some(e) = payload.strip_prefix("error: ") {
-                    out.errors.insert(from, e.to_string());
-                } else if list {
-                    match serde_json::from_str::<Vec<String>>(&payload) {
-                        Ok(keys) => {
-                            if let Some(p) = keys.first() {
-                                out.primary.insert(from, p.clone());
-                            }
-                            for k in keys {
-                                *out.keys.entry(k).or_insert(0) += 1;
-                            }
+                match crate::crypt::KeyAnswer::decode(payload.as_bytes()) {
+                    crate::crypt::KeyAnswer::Error(e) => {
+                        out.errors.insert(from, e);
+                    }
+                    crate::crypt::KeyAnswer::Keys(keys) if list => {
+                        if let Some(p) = keys.first() {
+                            out.primary.insert(from, p.clone());
                         }
-                        Err(_) => {
-                            out.errors.insert(from, "unreadable key list".into());
+                        for k in keys {
+                            *out.keys.entry(k).or_insert(0) += 1;
                         }
                     }
+                    crate::crypt::KeyAnswer::Keys(_) | crate::crypt::KeyAnswer::Done { .. } => {}
                 }
             }
             QueryLine::Done => break,

@@ -293,18 +293,26 @@ impl Crypt {
 
     /// Applies a key command from the query `name` (see [`KEYS_QUERY`]) with `payload`;
     /// returns the answer for the asking node.
-    pub fn apply(&mut self, op: KeyOp, payload: &[u8]) -> Result<String, String> {
-        if op == KeyOp::List {
-            let keys: Vec<String> = self.ring.keys().map(Key::to_base64).collect();
-            return serde_json::to_string(&keys).map_err(|e| e.to_string());
+    pub fn apply(&mut self, op: KeyOp, payload: &[u8]) -> KeyAnswer {
+        match self.try_apply(op, payload) {
+            Ok(a) => a,
+            Err(e) => KeyAnswer::Error(e.to_string()),
         }
-        let text = std::str::from_utf8(payload).map_err(|_| "the key is not text".to_string())?;
-        let key = Key::parse(text).map_err(|e| e.to_string())?;
+    }
+
+    fn try_apply(&mut self, op: KeyOp, payload: &[u8]) -> Result<KeyAnswer, KeyCommandError> {
+        if op == KeyOp::List {
+            return Ok(KeyAnswer::Keys(
+                self.ring.keys().map(Key::to_base64).collect(),
+            ));
+        }
+        let text = std::str::from_utf8(payload).map_err(|_| KeyCommandError::NotText)?;
+        let key = Key::parse(text)?;
         let changed = match op {
             KeyOp::Install => self.ring.install(key),
-            KeyOp::Use => self.ring.use_key(&key).map_err(|e| e.to_string())?,
+            KeyOp::Use => self.ring.use_key(&key)?,
             KeyOp::Remove => {
-                let removed = self.ring.remove(&key).map_err(|e| e.to_string())?;
+                let removed = self.ring.remove(&key)?;
                 self.peer_keys.retain(|_, k| *k != key);
                 removed
             }
@@ -318,10 +326,59 @@ impl Crypt {
             );
             if let Err(e) = self.save() {
                 tracing::error!(error = %e, "keyring file not saved; the change holds until restart");
-                return Err(format!("applied, but the keyring file was not saved: {e}"));
+                return Err(KeyCommandError::NotSaved(e));
             }
         }
-        Ok(if changed { "ok" } else { "ok (no change)" }.into())
+        Ok(KeyAnswer::Done { changed })
+    }
+}
+
+/// Why a member could not carry out a key command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyCommandError {
+    /// The key sent is not text.
+    #[error("the key is not text")]
+    NotText,
+    /// Not a key, or a change the ring refuses (not installed, the primary).
+    #[error(transparent)]
+    Key(#[from] gossip_core::crypt::KeyError),
+    /// Encryption is off on that member.
+    #[error("encryption is not enabled on this agent")]
+    NoEncryption,
+    /// An internal query this build does not know.
+    #[error("unknown internal query {0:?}")]
+    Unknown(String),
+    /// Applied, but the keyring file could not be written.
+    #[error("applied, but the keyring file was not saved: {0}")]
+    NotSaved(#[source] std::io::Error),
+}
+
+/// A member's answer to a key command, as it travels back (JSON in the query's answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAnswer {
+    /// Done; `changed` is false when there was nothing to do.
+    Done {
+        /// Whether the keyring changed.
+        changed: bool,
+    },
+    /// The member's keys, the primary first (`list`).
+    Keys(Vec<String>),
+    /// It failed, and why.
+    Error(String),
+}
+
+impl KeyAnswer {
+    /// The bytes of the answer.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a key answer serializes")
+    }
+
+    /// An answer from its bytes (an unreadable one is an error answer saying so).
+    pub fn decode(bytes: &[u8]) -> Self {
+        serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Self::Error("unreadable answer to a key command".into()))
     }
 }
 

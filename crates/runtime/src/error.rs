@@ -5,26 +5,42 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+/// What went wrong with one value: the error of whatever refused it (an address parser, the
+/// identity rules, the keyring, ...), or a sentence when no type says it better.
+pub type Reason = Box<dyn std::error::Error + Send + Sync>;
+
 /// A bad flag, environment variable or config file value. Nothing was started.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// One field has a bad value.
-    #[error("invalid {field}: {message}")]
+    #[error("invalid {field}: {source}")]
     Field {
         /// The flag or config key.
         field: String,
         /// What is wrong.
-        message: String,
+        source: Reason,
     },
     /// The config file cannot be read or parsed.
-    #[error("config file {}: {message}", path.display())]
+    #[error("config file {}: {summary}", path.display())]
     File {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// What is wrong, in one line (with the byte offset of a parse error).
+        summary: String,
+        /// The reading or parsing error.
+        source: Reason,
     },
+}
+
+impl ConfigError {
+    /// A bad value of `field`.
+    pub fn field(field: impl Into<String>, source: impl Into<Reason>) -> Self {
+        Self::Field {
+            field: field.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// Why the agent could not run or stopped abnormally.

@@ -1,7 +1,9 @@
 //! The runtime of gossip-agent: everything around the sans-IO core that touches the world.
 //!
+//! - [`settings`]: every agent setting, defined once (flag, environment variable, TOML key).
 //! - [`config`]: defaults, TOML file, environment and flags, resolved into [`AgentConfig`].
 //! - [`agent`]: the tokio driver (socket, timers, signals, join retries, leave).
+//! - [`command`]: the commands other tasks send the agent, and their channel.
 //! - [`control`] and [`client`]: the local control API and the CLI's client of it.
 //! - [`api`]: the API's JSON bodies, Serf-shaped member output and member filters.
 //! - [`crypt`]: gossip encryption: sealing, opening, the keyring file, key commands.
@@ -13,13 +15,16 @@
 pub mod agent;
 pub mod api;
 pub mod client;
+pub mod command;
 pub mod config;
 pub mod control;
 pub mod crypt;
 pub mod error;
 pub mod resolve;
+pub mod settings;
 pub mod snapshot;
 pub mod supervise;
 
-pub use config::{AgentConfig, Overrides};
+pub use config::AgentConfig;
 pub use error::{AgentError, ClientError, ConfigError};
+pub use settings::Settings;

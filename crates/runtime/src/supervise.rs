@@ -40,6 +40,7 @@ use tokio::sync::watch;
 
 use crate::config::AgentConfig;
 use crate::error::{AgentError, ConfigError};
+use crate::settings::ServiceSettings;
 
 /// How to tell that the service is ready to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,31 +111,6 @@ impl std::str::FromStr for ReadyCheck {
     }
 }
 
-/// The service flags as given (each optional); [`ServiceConfig::resolve`] checks them.
-#[derive(Debug, Clone, Default)]
-pub struct ServiceArgs {
-    /// The command and its arguments (after `--`).
-    pub command: Vec<String>,
-    /// `--ready`.
-    pub ready: Option<String>,
-    /// `--ready-timeout` in seconds.
-    pub ready_timeout_secs: Option<u64>,
-    /// `--health`.
-    pub health: Option<String>,
-    /// `--health-interval` in ms.
-    pub health_interval_ms: Option<u64>,
-    /// `--drain-port`.
-    pub drain_port: Option<u16>,
-    /// `--drain-quiet` in ms.
-    pub drain_quiet_ms: Option<u64>,
-    /// `--drain-timeout` in seconds.
-    pub drain_timeout_secs: Option<u64>,
-    /// `--stop-signal` (TERM, QUIT, INT, ...).
-    pub stop_signal: Option<String>,
-    /// `--stop-timeout` in seconds.
-    pub stop_timeout_secs: Option<u64>,
-}
-
 /// The resolved supervision settings.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -163,13 +139,10 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// Checks the flags; errors name the flag.
-    pub fn resolve(a: ServiceArgs) -> Result<Self, ConfigError> {
-        let bad = |field: &str, message: String| ConfigError::Field {
-            field: field.into(),
-            message,
-        };
-        if a.command.is_empty() || a.command[0].is_empty() {
+    /// Checks the settings and the service's `command` (after `--`); errors name the flag.
+    pub fn resolve(a: ServiceSettings, command: Vec<String>) -> Result<Self, ConfigError> {
+        let bad = |field: &str, message: String| ConfigError::field(field, message);
+        if command.is_empty() || command[0].is_empty() {
             return Err(bad("service command", "give a program after --".into()));
         }
         let ready = a
@@ -180,7 +153,7 @@ impl ServiceConfig {
             .health
             .map(|r| r.parse::<ReadyCheck>().map_err(|e| bad("health", e)))
             .transpose()?;
-        let health_interval = Duration::from_millis(a.health_interval_ms.unwrap_or(1000));
+        let health_interval = Duration::from_millis(a.health_interval.unwrap_or(1000));
         if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&health_interval) {
             return Err(bad("health-interval", "must be 100 to 3600000 ms".into()));
         }
@@ -192,7 +165,7 @@ impl ServiceConfig {
                 Ok(Duration::from_secs(v))
             }
         };
-        let drain_quiet = Duration::from_millis(a.drain_quiet_ms.unwrap_or(500));
+        let drain_quiet = Duration::from_millis(a.drain_quiet.unwrap_or(500));
         if drain_quiet > Duration::from_secs(60) {
             return Err(bad("drain-quiet", "must be at most 60000 ms".into()));
         }
@@ -205,16 +178,16 @@ impl ServiceConfig {
         }
         Ok(Self {
             drain_port: a.drain_port.or(ready.as_ref().and_then(ReadyCheck::port)),
-            command: a.command,
+            command,
             ready,
-            ready_timeout: secs("ready-timeout", a.ready_timeout_secs, 60)?,
+            ready_timeout: secs("ready-timeout", a.ready_timeout, 60)?,
             ready_interval: Duration::from_millis(50),
             health,
             health_interval,
             drain_quiet,
-            drain_timeout: secs("drain-timeout", a.drain_timeout_secs, 5)?,
+            drain_timeout: secs("drain-timeout", a.drain_timeout, 5)?,
             stop_signal,
-            stop_timeout: secs("stop-timeout", a.stop_timeout_secs, 5)?,
+            stop_timeout: secs("stop-timeout", a.stop_timeout, 5)?,
         })
     }
 }
@@ -288,7 +261,7 @@ pub async fn run(mut config: AgentConfig, service: ServiceConfig) -> Result<i32,
         let _ = rx.wait_for(Option::is_some).await;
         "service exited".to_string()
     });
-    let (commands, inbox) = crate::agent::channel();
+    let (commands, inbox) = crate::command::channel();
     let health_task = service.health.clone().map(|check| {
         config
             .tags
@@ -349,7 +322,7 @@ pub const HEALTH_TAG: &str = "health";
 async fn health_loop(
     check: ReadyCheck,
     interval: Duration,
-    commands: tokio::sync::mpsc::Sender<crate::agent::Command>,
+    commands: tokio::sync::mpsc::Sender<crate::command::Command>,
 ) {
     let mut advertised = false;
     loop {
@@ -363,7 +336,7 @@ async fn health_loop(
             };
             let (tx, rx) = tokio::sync::oneshot::channel();
             if commands
-                .send(crate::agent::Command::Tags(req, tx))
+                .send(crate::command::Command::Tags(req, tx))
                 .await
                 .is_err()
             {
@@ -612,42 +585,50 @@ mod tests {
 
     #[test]
     fn service_flags_are_checked() {
-        let ok = ServiceConfig::resolve(ServiceArgs {
-            command: vec!["nginx".into()],
-            ready: Some("tcp://127.0.0.1:80".into()),
-            stop_signal: Some("quit".into()),
-            ..Default::default()
-        })
+        let cmd = vec!["x".to_string()];
+        let ok = ServiceConfig::resolve(
+            ServiceSettings {
+                ready: Some("tcp://127.0.0.1:80".into()),
+                stop_signal: Some("quit".into()),
+                ..Default::default()
+            },
+            vec!["nginx".into()],
+        )
         .unwrap();
         assert_eq!(ok.drain_port, Some(80));
         assert_eq!(ok.stop_signal, Signal::SIGQUIT);
-        let err = |a: ServiceArgs| ServiceConfig::resolve(a).unwrap_err().to_string();
-        assert!(err(ServiceArgs::default()).contains("service command"));
-        let cmd = vec!["x".to_string()];
-        assert!(
-            err(ServiceArgs {
-                command: cmd.clone(),
-                stop_signal: Some("NOPE".into()),
-                ..Default::default()
-            })
-            .contains("stop-signal")
-        );
-        assert!(
-            err(ServiceArgs {
-                command: cmd.clone(),
-                ready: Some("tcp://x".into()),
-                ..Default::default()
-            })
-            .contains("ready")
-        );
-        assert!(
-            err(ServiceArgs {
-                command: cmd,
-                drain_timeout_secs: Some(0),
-                ..Default::default()
-            })
-            .contains("drain-timeout")
-        );
+        let err = |a: ServiceSettings, c: &[String]| {
+            ServiceConfig::resolve(a, c.to_vec())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(ServiceSettings::default(), &[]).contains("service command"));
+        let bad = [
+            (
+                ServiceSettings {
+                    stop_signal: Some("NOPE".into()),
+                    ..Default::default()
+                },
+                "stop-signal",
+            ),
+            (
+                ServiceSettings {
+                    ready: Some("tcp://x".into()),
+                    ..Default::default()
+                },
+                "ready",
+            ),
+            (
+                ServiceSettings {
+                    drain_timeout: Some(0),
+                    ..Default::default()
+                },
+                "drain-timeout",
+            ),
+        ];
+        for (settings, field) in bad {
+            assert!(err(settings, &cmd).contains(field), "{field}");
+        }
     }
 
     #[test]

@@ -80,6 +80,18 @@ pub fn ensure(what: &str, needs: &[Need]) -> Result<(), Missing> {
     }
 }
 
+/// The resident set size of process `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn apt_install(packages: &[String]) -> bool {
     Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -115,6 +127,7 @@ mod tests {
         )
         .unwrap();
         assert!(which("sh").is_some());
+        assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
         assert!(which("no-such-program-here").is_none());
     }
 

@@ -12,6 +12,7 @@ use bollard::Docker;
 use bollard::query_parameters::{BuildImageOptions, CreateImageOptions};
 use futures_util::StreamExt;
 
+use gossip_core::identity::Fnv;
 use gossip_testkit::host;
 
 use crate::{DemoError, ROLES, Result, Variant};
@@ -159,20 +160,13 @@ pub fn mirror_in(text: &str) -> Option<String> {
     })
 }
 
-/// FNV-1a, for a short stable tag.
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
-}
-
 /// The name of the Debian base image: its tag derives from the host's release, mirror and
 /// [`BASE_PACKAGES`], so a change to any of them builds it anew.
 pub fn base_name() -> Result<String> {
     let (release, mirror) = host_mirror()?;
     let tag = format!(
         "{release}-{:012x}",
-        fnv(&format!("{mirror} {}", BASE_PACKAGES.join(","))) & 0xffff_ffff_ffff
+        Fnv::of(format!("{mirror} {}", BASE_PACKAGES.join(",")).as_bytes()) & 0xffff_ffff_ffff
     );
     Ok(format!("gossip-demo/base:{tag}"))
 }

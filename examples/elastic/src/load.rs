@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -81,31 +80,17 @@ impl Load {
 /// One `GET /hello` on a new connection, bounded by 5 s.
 pub async fn request(target: SocketAddr) -> Sample {
     let start = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut s = tokio::net::TcpStream::connect(target).await?;
-        s.write_all(b"GET /hello HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await?;
-        let mut buf = Vec::with_capacity(512);
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    })
-    .await;
+    let result =
+        gossip_testkit::http::request_async(target, "GET", "/hello", "", Duration::from_secs(5))
+            .await;
     let end = Instant::now();
     let (status, answer, error) = match result {
-        Err(_) => (0, None, Some("timed out after 5 s".to_string())),
-        Ok(Err(e)) => (0, None, Some(e.to_string())),
-        Ok(Ok(buf)) => {
-            let text = String::from_utf8_lossy(&buf);
-            let status = text
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-            let answer = parse_answer(body);
-            let error = (status != 200 || answer.is_none())
-                .then(|| format!("status {status}: {}", body.trim()));
-            (status, answer, error)
+        Err(e) => (0, None, Some(e)),
+        Ok(a) => {
+            let answer = parse_answer(&a.body);
+            let error = (a.status != 200 || answer.is_none())
+                .then(|| format!("status {}: {}", a.status, a.body.trim()));
+            (a.status, answer, error)
         }
     };
     Sample {

@@ -86,18 +86,15 @@ fn log(s: &str) {
 async fn ready_at(ip: std::net::Ipv4Addr, port: u16, deadline: Instant) -> Option<Instant> {
     let addr = SocketAddr::from((ip, port));
     while Instant::now() < deadline {
-        let ok = tokio::time::timeout(Duration::from_millis(500), async {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-            s.write_all(b"GET /hello/probe HTTP/1.0\r\n\r\n")
-                .await
-                .ok()?;
-            let mut b = Vec::new();
-            s.read_to_end(&mut b).await.ok()?;
-            Some(b.starts_with(b"HTTP/1.0 200") || b.starts_with(b"HTTP/1.1 200"))
-        })
+        let answer = gossip_testkit::http::request_async(
+            addr,
+            "GET",
+            "/hello/probe",
+            "",
+            Duration::from_millis(500),
+        )
         .await;
-        if let Ok(Some(true)) = ok {
+        if answer.is_ok_and(|a| a.status == 200) {
             return Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

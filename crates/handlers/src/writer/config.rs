@@ -25,7 +25,7 @@ pub enum WriterKind {
 }
 
 /// One writer. Which keys apply depends on `kind` (see the README); others are refused.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WriterConfig {
     /// The kind.
@@ -200,7 +200,7 @@ impl WriterConfig {
         if let Some(r) = &self.role {
             pairs.push(("role", r.as_str()));
         }
-        Selector::new(pairs)
+        Selector::new(pairs).map_err(|e| e.to_string())
     }
 
     fn liveness(&self) -> Liveness {

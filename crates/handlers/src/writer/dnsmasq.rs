@@ -37,21 +37,12 @@ fn is_hostname(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gossip_core::{Limits, MemberInfo, NodeId, Status, Tags};
+    use gossip_core::Status;
+    use gossip_testkit::members::member;
 
     #[test]
     fn role_and_name_lines() {
-        let mk = |n: &str, ip: &str, role: &str| MemberInfo {
-            id: NodeId::new(
-                n,
-                format!("{ip}:7946").parse().unwrap(),
-                1,
-                Tags::from([("role".to_string(), role.to_string())]),
-                &Limits::default(),
-            )
-            .unwrap(),
-            status: Status::Alive,
-        };
+        let mk = |n: &str, ip: &str, role: &str| member(n, ip, &[("role", role)], Status::Alive);
         let a = mk("app1", "10.0.0.4", "appserver");
         let s = Snapshot {
             members: vec![a.clone(), mk("evil", "10.0.0.9", "x y;$(rm)")],

@@ -49,24 +49,10 @@ impl NginxRender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gossip_core::{Limits, MemberInfo, NodeId, Status, Tags};
+    use gossip_core::{MemberInfo, Status};
 
     fn m(name: &str, ip: &str, tags: &[(&str, &str)], status: Status) -> MemberInfo {
-        let tags: Tags = tags
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        MemberInfo {
-            id: NodeId::new(
-                name,
-                format!("{ip}:7946").parse().unwrap(),
-                1,
-                tags,
-                &Limits::default(),
-            )
-            .unwrap(),
-            status,
-        }
+        gossip_testkit::members::member(name, ip, tags, status)
     }
 
     #[test]

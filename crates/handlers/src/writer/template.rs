@@ -148,7 +148,7 @@ impl TemplateRender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gossip_core::{Limits, MemberInfo, NodeId, Status, Tags};
+    use gossip_core::{MemberInfo, Status};
 
     fn live() -> Liveness {
         Liveness {
@@ -164,19 +164,7 @@ mod tests {
     }
 
     fn member(name: &str, ip: &str, tags: &[(&str, &str)]) -> MemberInfo {
-        MemberInfo {
-            id: NodeId::new(
-                name,
-                format!("{ip}:7946").parse().unwrap(),
-                1,
-                tags.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                &Limits::default(),
-            )
-            .unwrap(),
-            status: Status::Alive,
-        }
+        gossip_testkit::members::member(name, ip, tags, Status::Alive)
     }
 
     fn render(template: &str, members: Vec<MemberInfo>) -> Result<String, WriterError> {
@@ -238,17 +226,7 @@ mod tests {
             "{% for m in members %}{{ m.name }} {{ m.ip }}:{{ m.tags.port }}\n{% endfor %}",
         )
         .unwrap();
-        let mk = |n: &str, ip: &str| MemberInfo {
-            id: NodeId::new(
-                n,
-                format!("{ip}:7946").parse().unwrap(),
-                1,
-                Tags::from([("port".to_string(), "81".to_string())]),
-                &Limits::default(),
-            )
-            .unwrap(),
-            status: Status::Alive,
-        };
+        let mk = |n: &str, ip: &str| member(n, ip, &[("port", "81")]);
         let a = mk("b", "10.0.0.2");
         let s = Snapshot {
             members: vec![a.clone(), mk("a", "10.0.0.1")],

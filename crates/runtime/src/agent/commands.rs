@@ -1,0 +1,239 @@
+//! The driver's commands: each [`Command`] carried out on the node, queries asked and
+//! answered (user handlers, key commands), and `info`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Driver;
+use crate::api::{
+    EventResponse, ForceLeaveResponse, InfoResponse, MemberJson, QueryLine, QueryRequest,
+    TagsResponse, default_query_timeout,
+};
+use crate::command::{Command, CommandFailed};
+use crate::crypt::{CryptStats, KEYS_QUERY, RESERVED_PREFIX};
+
+impl Driver {
+    pub(super) fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Members(reply) => {
+                let _ = reply.send(self.node.members());
+            }
+            Command::Info(reply) => {
+                let _ = reply.send(self.info());
+            }
+            Command::Join(addrs) => {
+                if let Err(e) = self.node.join(&addrs) {
+                    tracing::warn!(error = %e, "join refused");
+                }
+            }
+            Command::Answered(addrs, reply) => {
+                let ok = addrs
+                    .into_iter()
+                    .filter(|a| self.node.has_answered(*a))
+                    .collect();
+                let _ = reply.send(ok);
+            }
+            Command::Tags(req, reply) => {
+                let mut overlay = self.overlay.clone();
+                overlay.edit(&req.set, &req.delete);
+                let tags = overlay.apply(&self.config.tags);
+                let r = match self.node.set_tags(tags) {
+                    Ok(changed) => {
+                        self.overlay = overlay;
+                        Ok(TagsResponse {
+                            tags: self.node.identity().tags().clone(),
+                            changed,
+                        })
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Leave(reply) => {
+                self.leave_waiters.push(reply);
+                self.start_leave("leave command");
+            }
+            Command::Query(req, lines, reply) => {
+                let r = if req.name.starts_with(RESERVED_PREFIX) {
+                    Err(CommandFailed::Reserved { what: "query" })
+                } else {
+                    self.start_query(req, lines)
+                };
+                let _ = reply.send(r);
+            }
+            Command::Keys(req, lines, reply) => {
+                let r = if self.crypt.is_none() {
+                    Err(CommandFailed::NoEncryption)
+                } else {
+                    let q = QueryRequest {
+                        name: format!("{KEYS_QUERY}{}", req.op.as_str()),
+                        payload: req.key.unwrap_or_default(),
+                        nodes: Vec::new(),
+                        tags: Vec::new(),
+                        timeout_ms: None,
+                        no_ack: true,
+                    };
+                    self.start_query(q, lines)
+                };
+                let _ = reply.send(r);
+            }
+            Command::Respond {
+                origin,
+                ltime,
+                answer,
+            } => {
+                if let Err(e) = self.node.respond(origin, ltime, &answer) {
+                    tracing::warn!(error = %e, "query answer not sent");
+                }
+            }
+            Command::ForceLeave(req, reply) => {
+                let r = self
+                    .node
+                    .force_leave(&req.node)
+                    .map(|changed| ForceLeaveResponse { changed })
+                    .map_err(CommandFailed::from);
+                let _ = reply.send(r);
+            }
+            Command::Event(req, reply) => {
+                let r = if req.name.starts_with(RESERVED_PREFIX) {
+                    Err(CommandFailed::Reserved { what: "event" })
+                } else {
+                    self.node
+                        .user_event(&req.name, req.payload.as_bytes(), req.coalesce)
+                        .map(|ltime| EventResponse { ltime })
+                        .map_err(CommandFailed::from)
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    pub(super) fn start_query(
+        &mut self,
+        req: QueryRequest,
+        lines: mpsc::UnboundedSender<QueryLine>,
+    ) -> Result<(), CommandFailed> {
+        let filter = gossip_handlers::select::Selector::for_flags(None, None, None, &req.tags)?;
+        let members = self.node.members();
+        let targets: Vec<gossip_core::NodeId> = members
+            .iter()
+            .filter(|m| m.status.is_live())
+            .filter(|m| req.nodes.is_empty() || req.nodes.iter().any(|n| n == m.name()))
+            .filter(|m| filter.matches(*m))
+            .map(|m| m.id.clone())
+            .collect();
+        let live = members.iter().filter(|m| m.status.is_live()).count();
+        let timeout = req
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| default_query_timeout(live));
+        if timeout.is_zero() || timeout > Duration::from_secs(3600) {
+            return Err(CommandFailed::Timeout);
+        }
+        let id = self
+            .node
+            .query(&req.name, req.payload.as_bytes(), &targets, timeout)?;
+        let _ = lines.send(QueryLine::Started {
+            id,
+            targets: targets.iter().map(|t| t.name().to_string()).collect(),
+            timeout_ms: timeout.as_millis() as u64,
+        });
+        self.queries.insert(id, (lines, !req.no_ack));
+        Ok(())
+    }
+
+    pub(super) fn on_query(&mut self, q: gossip_core::QueryOutput) {
+        use gossip_core::QueryOutput;
+        match q {
+            QueryOutput::Incoming(q) if q.name.starts_with(RESERVED_PREFIX) => {
+                use crate::crypt::{KeyAnswer, KeyCommandError};
+                let answer = match (crate::crypt::key_op(&q.name), &mut self.crypt) {
+                    (Some(Some(op)), Some(c)) => {
+                        tracing::info!(op = op.as_str(), from = %q.origin_name, "key command");
+                        c.apply(op, &q.payload)
+                    }
+                    (Some(Some(_)), None) => {
+                        KeyAnswer::Error(KeyCommandError::NoEncryption.to_string())
+                    }
+                    _ => KeyAnswer::Error(KeyCommandError::Unknown(q.name.clone()).to_string()),
+                };
+                if let Err(e) = self.node.respond(q.origin, q.ltime, &answer.encode()) {
+                    tracing::warn!(error = %e, "key command answer not sent");
+                }
+            }
+            QueryOutput::Incoming(q) => {
+                tracing::info!(query = %q.name, from = %q.origin_name, ltime = q.ltime, "query");
+                let (reply, rx) = gossip_handlers::QueryReply::new();
+                self.dispatcher.user_event(
+                    gossip_handlers::Event::Query {
+                        name: q.name,
+                        ltime: q.ltime,
+                        payload: q.payload,
+                        reply,
+                    },
+                    self.node.identity().clone(),
+                );
+                let commands = self.commands.clone();
+                let (origin, ltime) = (q.origin, q.ltime);
+                tokio::spawn(async move {
+                    // No answer when no handler matched or none exited 0.
+                    if let Ok(answer) = rx.await {
+                        let _ = commands
+                            .send(Command::Respond {
+                                origin,
+                                ltime,
+                                answer,
+                            })
+                            .await;
+                    }
+                });
+            }
+            QueryOutput::Ack { id, from } => {
+                if let Some((tx, true)) = self.queries.get(&id) {
+                    let _ = tx.send(QueryLine::Ack { from });
+                }
+            }
+            QueryOutput::Response { id, from, payload } => {
+                if let Some((tx, _)) = self.queries.get(&id) {
+                    let payload = String::from_utf8_lossy(&payload).into_owned();
+                    let _ = tx.send(QueryLine::Response { from, payload });
+                }
+            }
+            QueryOutput::Done { id } => {
+                if let Some((tx, _)) = self.queries.remove(&id) {
+                    let _ = tx.send(QueryLine::Done);
+                }
+            }
+        }
+    }
+
+    pub(super) fn info(&self) -> InfoResponse {
+        let members = self.node.members();
+        let mut counts = BTreeMap::new();
+        for m in &members {
+            *counts.entry(m.status.as_str().to_string()).or_insert(0) += 1;
+        }
+        InfoResponse {
+            node: MemberJson::from(&self.node.local()),
+            version: self.node.identity().version(),
+            profile: self.config.core.profile.to_string(),
+            rpc_addr: self.rpc_addr.to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            joined: self.node.is_joined(),
+            members: counts,
+            stats: self.node.stats(),
+            encryption: match &self.crypt {
+                Some(c) => c.stats(),
+                None => CryptStats {
+                    dropped_wrong_key: self.dropped_sealed,
+                    ..CryptStats::default()
+                },
+            },
+            handler_events_dropped: self.dispatcher.dropped(),
+            event_clock: self.node.clocks().event,
+            query_clock: self.node.clocks().query,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The agent: drives one [`gossip_core::Node`] with a UDP socket, a timer queue, signals, a
+//! join retry loop and the control API, on a single-threaded tokio runtime.
+//!
+//! One task owns the node. Everything else (control API requests, the join loop, the
+//! supervisor) talks to it through [`Command`]s, so the core is never shared and never locked.
+//! Timers are delivered in deadline order, ties in the order the core asked for them.
+//!
+//! - this file: set-up ([`run_with`]: sockets, encryption, the node, writers, handlers, the
+//!   control API, the join loop) and the driver's state;
+//! - `event_loop`: the loop (datagrams, timers, commands, signals) and what it does with
+//!   the node's outputs;
+//! - `commands`: each command;
+//! - `join`: joining with backoff, and the address to advertise.
+
+mod commands;
+mod event_loop;
+mod join;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gossip_core::{DeadlineQueue, Node, TimerEvent};
+use gossip_handlers::{Dispatcher, Snapshot, Writer};
+use rand::Rng;
+use rand::seq::SliceRandom;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::api::{LeaveResponse, QueryLine};
+use crate::command::{Command, channel};
+use crate::config::{AgentConfig, TagOverlay};
+use crate::control;
+use crate::crypt::{Crypt, Warnings};
+use crate::error::{AgentError, ConfigError};
+use crate::resolve::Resolver;
+use join::{advertise_ip, join_loop};
+
+/// Runs the agent until it leaves (signal or `leave` command). Returns once the leave has
+/// been acknowledged or the leave timeout passed.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    run_with(config, std::future::pending(), channel()).await
+}
+
+/// Like [`run`], taking commands from `commands` (see [`channel`]), and also leaving when
+/// `stop` completes (its output is the logged reason).
+pub async fn run_with(
+    mut config: AgentConfig,
+    stop: impl Future<Output = String>,
+    commands: (mpsc::Sender<Command>, mpsc::Receiver<Command>),
+) -> Result<(), AgentError> {
+    let started = Instant::now();
+    raise_fd_limit();
+    let crypt = match &config.keyring {
+        Some(k) => {
+            if k.encrypt_ignored {
+                tracing::warn!(
+                    "--encrypt is ignored: the keyring file exists and holds the keys in use"
+                );
+            }
+            let c = Crypt::start(k).map_err(|e| ConfigError::field("keyring-file", e))?;
+            // Sealing adds its overhead to every datagram; the core budgets for it.
+            let max = config.core.packet_size_max.get() - gossip_core::crypt::OVERHEAD;
+            config.core.packet_size_max =
+                std::num::NonZeroUsize::new(max).expect("the packet limit exceeds the overhead");
+            Some(c)
+        }
+        None => None,
+    };
+    let socket = UdpSocket::bind(config.bind)
+        .await
+        .map_err(|source| AgentError::Bind {
+            what: "gossip",
+            addr: config.bind,
+            source,
+        })?;
+    let bound = socket.local_addr()?;
+    let advertise = SocketAddr::new(
+        advertise_ip(&config),
+        config.advertise_port.unwrap_or(bound.port()),
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.rpc_addr)
+        .await
+        .map_err(|source| AgentError::Bind {
+            what: "control API",
+            addr: config.rpc_addr,
+            source,
+        })?;
+    let rpc_addr = listener.local_addr()?;
+
+    let version = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let seed = rand::make_rng::<rand::rngs::SmallRng>().next_u64();
+    let node = Node::new(
+        &config.node,
+        advertise,
+        version,
+        config.tags.clone(),
+        config.core.clone(),
+        seed,
+    )?;
+    tracing::info!(
+        node = %config.node, bind = %bound, advertise = %advertise, rpc = %rpc_addr,
+        profile = %config.core.profile,
+        encryption = if crypt.is_some() { "on" } else { "off" }, "agent started"
+    );
+
+    // Writers are built before anything starts, so a bad template is a configuration error.
+    let writers = config
+        .writers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            Writer::build(w)
+                .map_err(|message| ConfigError::field(format!("writer #{}", i + 1), message))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = Arc::new(Snapshot {
+        members: node.members(),
+        local: node.identity().clone(),
+    });
+    let (snapshot_tx, snapshot_rx) = watch::channel(first);
+    for w in writers {
+        tracing::info!(writer = w.name(), "writer started");
+        tokio::spawn(w.run(snapshot_rx.clone()));
+    }
+    if let Some(path) = &config.snapshot {
+        tokio::spawn(crate::snapshot::keep(path.clone(), snapshot_rx.clone()));
+    }
+    drop(snapshot_rx);
+    let dispatcher = Dispatcher::spawn(config.handlers.clone(), config.dispatch);
+
+    let resolver = Arc::new(Resolver::new());
+    let (cmd_tx, cmd_rx) = commands;
+    let (joined_tx, joined_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let server = tokio::spawn(control::serve(
+        listener,
+        control::State {
+            commands: cmd_tx.clone(),
+            resolver: resolver.clone(),
+            token: config.rpc_token.as_deref().map(Arc::from),
+        },
+        stop_rx,
+    ));
+    let mut join = config.join.clone();
+    if let Some(path) = &config.snapshot {
+        let mut known: Vec<SocketAddr> = crate::snapshot::read(path)
+            .members
+            .into_iter()
+            .filter(|k| k.name != config.node && k.addr != advertise)
+            .map(|k| k.addr)
+            .collect();
+        // A few of them, at random: enough to find the cluster, not a storm of joins.
+        known.shuffle(&mut rand::make_rng::<rand::rngs::SmallRng>());
+        known.truncate(crate::snapshot::REJOIN_MAX);
+        if !known.is_empty() {
+            tracing::info!(members = known.len(), file = %path.display(), "rejoining through the snapshot too");
+        }
+        join.extend(known.into_iter().map(|a| crate::config::JoinTarget {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }));
+    }
+    if !join.is_empty() {
+        tokio::spawn(join_loop(
+            join,
+            config.join_backoff,
+            resolver,
+            cmd_tx.clone(),
+            joined_rx,
+        ));
+    }
+
+    let mut driver = Driver {
+        node,
+        socket,
+        timers: DeadlineQueue::new(),
+        config,
+        overlay: TagOverlay::default(),
+        started,
+        rpc_addr,
+        joined_tx,
+        leave_waiters: Vec::new(),
+        leave_deadline: None,
+        dispatcher,
+        snapshot_tx,
+        members_changed: false,
+        commands: cmd_tx.clone(),
+        queries: BTreeMap::new(),
+        crypt,
+        warnings: Warnings::default(),
+        dropped_sealed: 0,
+        rebuffs: Vec::new(),
+    };
+    let result = driver.run(cmd_rx, std::pin::pin!(stop)).await;
+    // Let the control API answer what is in flight (a `leave` waits for its answer).
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    result
+}
+
+struct Driver {
+    node: Node,
+    socket: UdpSocket,
+    timers: DeadlineQueue<Instant, TimerEvent>,
+    config: AgentConfig,
+    overlay: TagOverlay,
+    started: Instant,
+    rpc_addr: SocketAddr,
+    joined_tx: watch::Sender<bool>,
+    leave_waiters: Vec<oneshot::Sender<LeaveResponse>>,
+    leave_deadline: Option<Instant>,
+    dispatcher: Dispatcher,
+    snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    /// A member event or status change was reported since the last snapshot.
+    members_changed: bool,
+    /// Our own command channel (query answers from handlers come back through it).
+    commands: mpsc::Sender<Command>,
+    /// Our queries in flight: where their lines go, and whether acks are wanted.
+    queries: BTreeMap<u64, (mpsc::UnboundedSender<QueryLine>, bool)>,
+    /// Gossip encryption, when on.
+    crypt: Option<Crypt>,
+    /// Rate limits of warnings about dropped packets.
+    warnings: Warnings,
+    /// Encrypted packets dropped because encryption is off.
+    dropped_sealed: u64,
+    /// Sealed empty datagrams for senders that could not join (see [`Crypt::open`]).
+    rebuffs: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+/// Raises the soft limit of open files to the hard limit: handlers, writers, the control API
+/// and the sockets all take descriptors, and a full table fails whatever needs one next.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open files limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
+    }
+}
