@@ -16,6 +16,7 @@ use std::hash::BuildHasherDefault;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use gossip_core::config::JoinBackoff;
 use gossip_core::identity::{Fnv, KeyHasher, NameKey};
 use gossip_core::wire::Kind;
 use gossip_core::{
@@ -40,6 +41,9 @@ pub struct Params {
     pub dup: f64,
     /// The core configuration every node runs.
     pub config: CoreConfig,
+    /// How a node that has not joined tries again: the agent's policy
+    /// (`gossip_core::config::JoinBackoff`, the default of `--retry-join-max`).
+    pub join_backoff: JoinBackoff,
     /// Keep every member event of every node (for tests; memory grows as N squared).
     pub record_events: bool,
     /// Keep every datagram sent, lost or not, and every one injected ([`Sim::packets`];
@@ -57,6 +61,7 @@ impl Params {
             loss: 0.0,
             dup: 0.0,
             config: CoreConfig::default(),
+            join_backoff: JoinBackoff::default(),
             record_events: true,
             record_packets: false,
         }
@@ -391,12 +396,12 @@ impl Sim {
         self.drain(ix);
     }
 
-    /// Asks node `ix` to join through node `via`, retrying like the agent (after 200 ms,
-    /// doubling up to 5 s) until some member accepted it.
+    /// Asks node `ix` to join through node `via`, retrying as the agent does
+    /// ([`Params::join_backoff`]) until some member accepted it.
     pub fn join(&mut self, ix: NodeIx, via: NodeIx) {
         self.join_once(ix, via);
         let life = self.slots[ix].life;
-        let backoff = Duration::from_millis(200);
+        let backoff = self.params.join_backoff.first;
         self.push(
             self.now + backoff,
             Ev::JoinRetry {
@@ -740,7 +745,7 @@ impl Sim {
                         .is_some_and(|n| !n.is_joined() && !n.has_left());
                 if pending {
                     self.join_once(node, via);
-                    let backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let backoff = self.params.join_backoff.next(backoff);
                     self.push(
                         self.now + backoff,
                         Ev::JoinRetry {
