@@ -24,14 +24,7 @@ fn lines(path: &Path) -> Vec<String> {
 /// The identity `agent` runs under, rebuilt from its `info` (name, address, version, tags).
 fn identity(agent: &Agent) -> NodeId {
     let info = agent.info();
-    let tags: Tags = info["node"]["tags"]
-        .as_object()
-        .map(|t| {
-            t.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let tags: Tags = gossip_testkit::members::json_tags(&info["node"]["tags"]);
     NodeId::new(
         info["node"]["name"].as_str().unwrap(),
         info["node"]["addr"].as_str().unwrap().parse().unwrap(),

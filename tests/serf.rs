@@ -59,14 +59,7 @@ impl Run {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         let mut m = BTreeMap::new();
         for x in v["members"].as_array().into_iter().flatten() {
-            let tags = x["tags"]
-                .as_object()
-                .map(|t| {
-                    t.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let tags = gossip_testkit::members::json_tags(&x["tags"]);
             m.insert(
                 x["name"].as_str().unwrap_or("").to_string(),
                 (x["status"].as_str().unwrap_or("").to_string(), tags),

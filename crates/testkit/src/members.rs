@@ -54,14 +54,7 @@ pub fn listed(rpc: SocketAddr) -> Option<BTreeMap<String, Listed>> {
             .as_array()?
             .iter()
             .filter_map(|m| {
-                let tags = m["tags"]
-                    .as_object()
-                    .map(|t| {
-                        t.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let tags = json_tags(&m["tags"]);
                 Some((
                     m["name"].as_str()?.to_string(),
                     Listed {
@@ -73,4 +66,16 @@ pub fn listed(rpc: SocketAddr) -> Option<BTreeMap<String, Listed>> {
             })
             .collect(),
     )
+}
+
+/// Tags from their JSON form (an object of strings, as `/v1/members`, `/v1/info` and
+/// `serf members -format json` give them); anything else is no tags.
+pub fn json_tags(v: &serde_json::Value) -> Tags {
+    v.as_object()
+        .map(|t| {
+            t.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
