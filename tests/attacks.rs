@@ -152,15 +152,8 @@ fn key_rotation_from_a_restarted_member_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let net = test_net();
-    let key = String::from_utf8(
-        std::process::Command::new(BIN)
-            .arg("keygen")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let key = key.trim();
+    let key = crate::util::keygen();
+    let key = key.as_str();
     let ring = |n: &str| d.join(format!("{n}.keyring")).display().to_string();
     let (ga, ra) = member_addrs(net, 1);
     let (ka, kb, kc) = (ring("a"), ring("b"), ring("c"));
@@ -202,15 +195,8 @@ fn key_rotation_from_a_restarted_member_is_answered() {
         crate::util::sees(&a, "c", "alive") && crate::util::sees(&c, "a", "alive")
     })
     .unwrap_or_else(|| panic!("c never rejoined\n{}", logs(&[&a, &c])));
-    let new_key = String::from_utf8(
-        std::process::Command::new(BIN)
-            .arg("keygen")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let out = c.cli(&["keys", "--install", new_key.trim()]);
+    let new_key = crate::util::keygen();
+    let out = c.cli(&["keys", "--install", &new_key]);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}\n{}", logs(&[&a, &b, &c]));

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{Agent, BIN, test_net, wait_until};
+use crate::util::{Agent, BIN, keygen, test_net, wait_until};
 
 const TOKEN: &str = "s3cret-token-0123456789";
 
@@ -49,14 +49,6 @@ fn a_control_api_with_a_token_refuses_requests_without_it_and_logs_them() {
         "{}",
         a.log_text()
     );
-}
-
-fn keygen() -> String {
-    let out = Command::new(BIN).arg("keygen").output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let k = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert_eq!(k.len(), 44, "{k}");
-    k
 }
 
 fn keys(a: &Agent, args: &[&str]) -> (bool, String) {

@@ -209,6 +209,15 @@ impl Drop for Agent {
     }
 }
 
+/// A new key from `gossip-agent keygen` (base64 of 32 bytes).
+pub fn keygen() -> String {
+    let out = Command::new(BIN).arg("keygen").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let k = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(k.len(), 44, "{k}");
+    k
+}
+
 /// Polls `cond` every 50 ms until it holds (returns the time it took) or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
