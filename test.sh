@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# What the tests drive, as "program package" pairs.
+# What the tests drive, as "program package" pairs (a program is a command, or a file the
+# package installs).
 needs="
 nginx nginx-light
 redis-server redis-server
@@ -15,12 +16,14 @@ serf serf
 debootstrap debootstrap
 pgrep procps
 unshare util-linux
+go golang-go
+/usr/share/gocode/src/github.com/hashicorp/serf/client/rpc_client.go golang-github-hashicorp-serf-dev
 "
 
 missing=()
 while read -r program package; do
   [ -n "$program" ] || continue
-  command -v "$program" >/dev/null || missing+=("$package")
+  command -v "$program" >/dev/null || [ -e "$program" ] || missing+=("$package")
 done <<<"$needs"
 
 if ((${#missing[@]})); then

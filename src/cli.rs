@@ -91,6 +91,38 @@ pub enum Command {
     /// Manage the gossip encryption keys of every live member (rotation without downtime:
     /// --install NEW, then --use NEW, then --remove OLD)
     Keys(Apart<KeysArgs>),
+    /// Print the events the local agent sees (member events, user events, queries) as they
+    /// happen, until interrupted
+    Stream(Apart<StreamArgs>),
+    /// Print the local agent's log lines as they are written, until interrupted (Serf's
+    /// monitor)
+    Monitor(Apart<MonitorArgs>),
+}
+
+/// Flags of `stream`.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Which events: a handler filter (member-join,member-leave,member,user,user:NAME,
+    /// query,query:NAME,*; member items may carry a [KEY=REGEX] selector)
+    #[arg(long = "type", value_name = "FILTER", default_value = "*")]
+    pub kind: String,
+    /// Output format: text, or json (one object a line)
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
+}
+
+/// Flags of `monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Lowest level shown: trace, debug, info, warn or err
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
 }
 
 /// Flags of `keys`: exactly one of them.

@@ -167,14 +167,83 @@ fn init_logging(level: &str) {
         .or_else(|| ours("info"))
         .unwrap_or_default();
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    // Two layers, each with its own filter: stderr at the configured level, and the lines
+    // for monitors (Serf's RPC `monitor`, /v1/monitor), at info and at whatever level a
+    // monitor asks for while it runs.
+    let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .compact()
-        .finish()
-        .with(filter)
+        .with_filter(filter);
+    let monitors = gossip_runtime::logs::MonitorLayer
+        .with_filter(gossip_runtime::logs::MonitorLayer::filter());
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(monitors)
         .init();
+}
+
+/// `stream`: events as the agent sees them, as text or JSON lines.
+async fn stream(a: cli::StreamArgs) -> Result<(), ClientError> {
+    use gossip_runtime::watch::StreamLine;
+    gossip_handlers::EventFilter::parse(&a.kind)
+        .map_err(|e| ClientError::Usage(format!("--type: {e}")))?;
+    let path = format!("/v1/stream?type={}&format=json", percent(&a.kind));
+    let json = a.format == Format::Json;
+    a.rpc
+        .client()
+        .get_lines(&path, |line| {
+            if json {
+                println!("{}", String::from_utf8_lossy(line));
+                return Ok(());
+            }
+            let l: StreamLine =
+                serde_json::from_slice(line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            match &l {
+                StreamLine::Join { members }
+                | StreamLine::Leave { members }
+                | StreamLine::Failed { members }
+                | StreamLine::Update { members }
+                | StreamLine::Reap { members } => {
+                    for m in members {
+                        let tags: Vec<String> =
+                            m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        println!("{} {} {} {}", l.event(), m.name, m.addr, tags.join(","));
+                    }
+                }
+                StreamLine::User {
+                    name,
+                    ltime,
+                    payload,
+                    ..
+                } => println!("user {name} ltime={ltime} {payload}"),
+                StreamLine::Query {
+                    name,
+                    ltime,
+                    from,
+                    payload,
+                } => println!("query {name} ltime={ltime} from={from} {payload}"),
+                StreamLine::Dropped { count } => {
+                    println!("dropped {count} (this client read too slowly)")
+                }
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Percent-encodes what a query string value cannot hold as is.
+fn percent(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.:,*".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 async fn client_command(cmd: Command) -> Result<(), ClientError> {
@@ -248,6 +317,19 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
         Command::Query(Apart(q)) => query(q).await?,
         Command::Keygen => println!("{}", gossip_runtime::crypt::keygen()),
         Command::Keys(Apart(k)) => keys(k).await?,
+        Command::Stream(Apart(a)) => stream(a).await?,
+        Command::Monitor(Apart(a)) => {
+            let level = gossip_runtime::logs::MonitorLevel::parse(&a.log_level)
+                .map_err(|e| ClientError::Usage(format!("--log-level: {e}")))?;
+            let path = format!("/v1/monitor?level={level:?}");
+            a.rpc
+                .client()
+                .get_lines(&path, |line| {
+                    println!("{}", String::from_utf8_lossy(line));
+                    Ok(())
+                })
+                .await?;
+        }
         Command::ForceLeave(Apart(f)) => {
             let resp: ForceLeaveResponse = f
                 .rpc

@@ -8,5 +8,7 @@ mod cli;
 mod handlers;
 mod security;
 mod serf;
+mod serf_rpc;
+mod streams;
 mod supervise;
 mod writers;

@@ -40,7 +40,54 @@ pub struct HandlerSpec {
     pub raw: String,
     /// The shell command line, run with `/bin/sh -c`.
     pub script: String,
+    filter: EventFilter,
+}
+
+/// A filter alone, as Serf's RPC `stream` takes it: `*`, `member-join,user:deploy`, ... (the
+/// `FILTER` part of a handler specification, with the same member selectors).
+#[derive(Debug, Clone)]
+pub struct EventFilter {
     items: Vec<Item>,
+}
+
+impl EventFilter {
+    /// Parses a filter; an empty one accepts everything, as Serf's does.
+    pub fn parse(f: &str) -> Result<Self, String> {
+        if f.trim().is_empty() {
+            return Ok(Self { items: vec![any()] });
+        }
+        parse_filter(f).map(|items| Self { items })
+    }
+
+    /// True when a member event of `kind` about `m` passes.
+    pub fn accepts_member(&self, kind: EventKind, m: &MemberInfo) -> bool {
+        self.items.iter().any(|it| {
+            let kind_ok = match &it.accept {
+                Accept::Any => true,
+                Accept::Member(k) => k.is_none_or(|k| k == kind),
+                _ => false,
+            };
+            kind_ok && it.selector.matches(m)
+        })
+    }
+
+    /// True when a user event named `name` passes.
+    pub fn accepts_user(&self, name: &str) -> bool {
+        self.items.iter().any(|it| match &it.accept {
+            Accept::Any => true,
+            Accept::User(n) => n.as_deref().is_none_or(|n| n == name),
+            _ => false,
+        })
+    }
+
+    /// True when a query named `name` passes.
+    pub fn accepts_query(&self, name: &str) -> bool {
+        self.items.iter().any(|it| match &it.accept {
+            Accept::Any => true,
+            Accept::Query(n) => n.as_deref().is_none_or(|n| n == name),
+            _ => false,
+        })
+    }
 }
 
 /// An event, as handlers see it.
@@ -130,27 +177,19 @@ impl HandlerSpec {
         Ok(Self {
             raw: raw.to_string(),
             script: script.to_string(),
-            items,
+            filter: EventFilter { items },
         })
     }
 
     /// The part of `event` this handler should see, or `None` when it should not run. For
     /// member events that is the members its filter selects.
     pub fn accept(&self, event: &Event) -> Option<Event> {
+        let f = &self.filter;
         match event {
             Event::Members { kind, members } => {
                 let selected: Vec<MemberInfo> = members
                     .iter()
-                    .filter(|m| {
-                        self.items.iter().any(|it| {
-                            let kind_ok = match &it.accept {
-                                Accept::Any => true,
-                                Accept::Member(k) => k.is_none_or(|k| k == *kind),
-                                _ => false,
-                            };
-                            kind_ok && it.selector.matches(m)
-                        })
-                    })
+                    .filter(|m| f.accepts_member(*kind, m))
                     .cloned()
                     .collect();
                 (!selected.is_empty()).then_some(Event::Members {
@@ -158,24 +197,16 @@ impl HandlerSpec {
                     members: selected,
                 })
             }
-            Event::User { name, .. } => self
-                .items
-                .iter()
-                .any(|it| match &it.accept {
-                    Accept::Any => true,
-                    Accept::User(n) => n.as_ref().is_none_or(|n| n == name),
-                    _ => false,
-                })
-                .then(|| event.clone()),
-            Event::Query { name, .. } => self
-                .items
-                .iter()
-                .any(|it| match &it.accept {
-                    Accept::Any => true,
-                    Accept::Query(n) => n.as_ref().is_none_or(|n| n == name),
-                    _ => false,
-                })
-                .then(|| event.clone()),
+            Event::User { name, .. } => f.accepts_user(name).then(|| event.clone()),
+            Event::Query { name, .. } => f.accepts_query(name).then(|| event.clone()),
+        }
+    }
+
+    /// The filter part: what Serf's `stats` lists a handler under (`*` when none was given).
+    pub fn filter_text(&self) -> &str {
+        match split_spec(&self.raw) {
+            Some((f, s)) if s.trim() == self.script => f,
+            _ => "*",
         }
     }
 }

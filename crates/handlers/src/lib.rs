@@ -20,6 +20,6 @@ pub mod select;
 pub mod writer;
 
 pub use dispatch::{DispatchConfig, Dispatcher};
-pub use filter::{Event, HandlerSpec, QueryReply};
+pub use filter::{Event, EventFilter, HandlerSpec, QueryReply};
 
 pub use writer::{Snapshot, Writer, WriterConfig, parse_signal};

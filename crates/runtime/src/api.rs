@@ -101,6 +101,9 @@ pub struct KeysRequest {
 pub struct KeysResponse {
     /// Live members asked.
     pub members: usize,
+    /// Members that answered before the deadline.
+    #[serde(default)]
+    pub answered: usize,
     /// Members whose answer was an error, with it; members that did not answer in time say
     /// so.
     pub errors: BTreeMap<String, String>,

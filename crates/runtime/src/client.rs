@@ -84,6 +84,41 @@ impl Client {
             .map_err(|_| ClientError::Protocol(format!("no answer within {:?}", self.timeout)))?
     }
 
+    /// `GET path` whose answer goes on until the agent ends it (a stream): each line (without
+    /// its newline) is handed to `on_line` as it arrives. No time limit once the answer
+    /// started; the time limit applies to the connection and the answer's head.
+    pub async fn get_lines(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&[u8]) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        let resp = tokio::time::timeout(self.timeout, self.send(Method::GET, path, None))
+            .await
+            .map_err(|_| ClientError::Protocol(format!("no answer within {:?}", self.timeout)))??;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .to_bytes();
+            return Err(refused(status, &bytes));
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                buf.extend_from_slice(data);
+            }
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                on_line(&line[..line.len() - 1])?;
+            }
+        }
+        Ok(())
+    }
+
     /// `GET path`.
     pub async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
         self.call(Method::GET, path, None).await

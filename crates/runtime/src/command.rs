@@ -2,14 +2,16 @@
 //! supervisor, handlers answering queries), and the channel they travel on. Only the agent
 //! reads them; everything else only sends.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use gossip_core::MemberInfo;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{
-    EventRequest, EventResponse, ForceLeaveRequest, ForceLeaveResponse, InfoResponse, KeysRequest,
-    LeaveResponse, QueryLine, QueryRequest, TagsRequest, TagsResponse,
+    EventResponse, ForceLeaveRequest, ForceLeaveResponse, InfoResponse, KeysRequest, LeaveResponse,
+    TagsRequest, TagsResponse,
 };
 
 /// A request to the task that owns the node.
@@ -32,13 +34,13 @@ pub enum Command {
     Leave(oneshot::Sender<LeaveResponse>),
     /// Send a user event.
     Event(
-        EventRequest,
+        UserEvent,
         oneshot::Sender<Result<EventResponse, CommandFailed>>,
     ),
-    /// Ask a query; its lines go to the sender until `done`.
+    /// Ask a query; its progress goes to the sender until `Done`.
     Query(
-        QueryRequest,
-        mpsc::UnboundedSender<QueryLine>,
+        QuerySpec,
+        mpsc::UnboundedSender<QueryProgress>,
         oneshot::Sender<Result<(), CommandFailed>>,
     ),
     /// A local handler's answer to a query.
@@ -50,10 +52,10 @@ pub enum Command {
         /// The answer.
         answer: Vec<u8>,
     },
-    /// Run a key command on every live member; its lines go to the sender until `done`.
+    /// Run a key command on every live member; its progress goes to the sender until `Done`.
     Keys(
         KeysRequest,
-        mpsc::UnboundedSender<QueryLine>,
+        mpsc::UnboundedSender<QueryProgress>,
         oneshot::Sender<Result<(), CommandFailed>>,
     ),
     /// Mark a failed member left everywhere.
@@ -61,6 +63,64 @@ pub enum Command {
         ForceLeaveRequest,
         oneshot::Sender<Result<ForceLeaveResponse, CommandFailed>>,
     ),
+    /// Serf's `stats`: sections of names to values.
+    Stats(oneshot::Sender<BTreeMap<String, BTreeMap<String, String>>>),
+}
+
+/// A user event to send (from the HTTP API or Serf's RPC: the payload is bytes).
+#[derive(Debug, Clone)]
+pub struct UserEvent {
+    /// Its name.
+    pub name: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Serf's coalesce flag.
+    pub coalesce: bool,
+}
+
+/// A query to ask.
+#[derive(Debug, Clone, Default)]
+pub struct QuerySpec {
+    /// Its name.
+    pub name: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Only these members (by name); empty: every live member.
+    pub nodes: Vec<String>,
+    /// Only members whose tags match these `KEY=REGEX` filters.
+    pub tags: Vec<String>,
+    /// Deadline; `None`: Serf's default for the cluster's size.
+    pub timeout: Option<Duration>,
+    /// Report acks.
+    pub ack: bool,
+}
+
+/// What happens to a query we asked, as it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryProgress {
+    /// Sent to these members, with this deadline.
+    Started {
+        /// The query's id (its Lamport time).
+        id: u64,
+        /// Targets, by name.
+        targets: Vec<String>,
+        /// Deadline.
+        timeout: Duration,
+    },
+    /// A member received it.
+    Ack {
+        /// The member.
+        from: String,
+    },
+    /// A member answered.
+    Response {
+        /// The member.
+        from: String,
+        /// Its answer.
+        payload: Vec<u8>,
+    },
+    /// Over: deadline passed or every target answered.
+    Done,
 }
 
 /// The channel of [`Command`]s to the task that owns the node: the sending half goes to

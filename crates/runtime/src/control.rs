@@ -1,5 +1,6 @@
-//! The control API server: JSON over HTTP/1.1 on `--rpc-addr` (see [`crate::api`] for the
-//! routes). Each request becomes a [`Command`] to the task that owns the node.
+//! The control API server on `--rpc-addr`: JSON over HTTP/1.1 (see [`crate::api`] for the
+//! routes) and, on the same port, Serf's msgpack RPC ([`crate::rpc`]), told apart by a
+//! connection's first byte. Each request becomes a [`Command`] to the task that owns the node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::api::{
     ErrorResponse, EventRequest, ForceLeaveRequest, JoinRequest, JoinResponse, KeysRequest,
     KeysResponse, MemberJson, MembersResponse, QueryLine, QueryRequest, TagsRequest,
 };
-use crate::command::Command;
+use crate::command::{Command, QueryProgress, QuerySpec, UserEvent};
 use crate::config::JoinTarget;
 use crate::crypt::KeyOp;
 use crate::resolve::Resolver;
@@ -29,8 +30,11 @@ pub struct State {
     pub commands: mpsc::Sender<Command>,
     /// Resolver for `join` targets.
     pub resolver: Arc<Resolver>,
-    /// When set, every request must carry `Authorization: Bearer TOKEN`.
+    /// When set, every request must carry `Authorization: Bearer TOKEN` (Serf's RPC: `auth`
+    /// with it).
     pub token: Option<Arc<str>>,
+    /// The fan-out of events to streams.
+    pub hub: Arc<crate::stream::Hub>,
 }
 
 /// Refuses (401, logged with the peer's address) a request without the configured token.
@@ -61,7 +65,7 @@ async fn authorize(
 
 /// Compares without stopping at the first difference, so the time taken does not tell how
 /// much of a guess was right.
-fn same_token(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_token(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -85,6 +89,8 @@ fn router(state: State) -> Router {
         .route("/v1/force-leave", post(force_leave))
         .route("/v1/query", post(query))
         .route("/v1/keys", post(keys))
+        .route("/v1/stream", get(crate::watch::stream))
+        .route("/v1/monitor", get(crate::watch::monitor))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -97,11 +103,13 @@ pub async fn serve(
     state: State,
     mut stop: watch::Receiver<bool>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    let rpc_state = state.clone();
     let app = router(state);
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut refused_logged: Option<Instant> = None;
+    // Every connection task holds a clone; at shutdown, `recv` ends once all are gone.
+    let (live_tx, mut live_rx) = mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -122,45 +130,83 @@ pub async fn serve(
             }
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(
-            app.clone().layer(axum::Extension(ConnectInfo(peer))),
-        );
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let app = app.clone();
+        let state = rpc_state.clone();
+        let graceful_watch = graceful.watcher();
+        let mut rpc_stop = stop.clone();
+        let live = live_tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "control API connection ended");
+            // Serf's RPC opens with a msgpack map (its request header); HTTP with a method
+            // name. A connection that sends nothing in time is closed.
+            let mut first = [0u8; 1];
+            let peeked = tokio::select! {
+                r = tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)) => r,
+                _ = rpc_stop.wait_for(|s| *s) => return,
+            };
+            match peeked {
+                Ok(Ok(1)) if crate::rpc::starts_rpc(first[0]) => {
+                    crate::rpc::serve(stream, peer, state, rpc_stop).await;
+                }
+                Ok(Ok(1)) => serve_http(stream, peer, app, graceful_watch).await,
+                _ => {}
             }
             drop(slot);
+            drop(live);
         });
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+    drop(live_tx);
+    // HTTP requests in flight finish, RPC connections write what they answered (a `leave`
+    // waits for its answer), for at most a second.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        tokio::join!(graceful.shutdown(), live_rx.recv());
+    })
+    .await;
+}
+
+/// One HTTP connection.
+async fn serve_http(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    graceful: hyper_util::server::graceful::Watcher,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper_util::service::TowerToHyperService::new(
+        app.layer(axum::Extension(ConnectInfo(peer))),
+    );
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = graceful.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "control API connection ended");
+    }
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(ErrorResponse { error: msg.into() })).into_response()
 }
 
+/// What the control API says when the agent is gone.
+pub(crate) const SHUTTING_DOWN: &str = "the agent is shutting down";
+
+/// Sends a command and waits for its answer; `None` when the agent is gone.
+pub(crate) async fn ask_agent<T>(
+    s: &State,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    s.commands.send(make(tx)).await.ok()?;
+    rx.await.ok()
+}
+
 async fn ask<T>(
     s: &State,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, Response> {
-    let (tx, rx) = oneshot::channel();
-    s.commands.send(make(tx)).await.map_err(|_| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is shutting down",
-        )
-    })?;
-    rx.await.map_err(|_| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is shutting down",
-        )
-    })
+    ask_agent(s, make)
+        .await
+        .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN))
 }
 
 async fn members(AxState(s): AxState<State>) -> Response {
@@ -181,50 +227,60 @@ async fn info(AxState(s): AxState<State>) -> Response {
 }
 
 async fn join(AxState(s): AxState<State>, Json(req): Json<JoinRequest>) -> Response {
-    let mut targets = Vec::new();
-    for t in &req.targets {
+    match join_targets(&s, &req.targets).await {
+        Ok(r) => Json(r).into_response(),
+        Err((code, msg)) => error(code, msg),
+    }
+}
+
+/// Resolves `targets` (`HOST[:PORT]`), sends each address a join and waits (at most 3 s)
+/// until all answered; the error says why none did.
+pub(crate) async fn join_targets(
+    s: &State,
+    targets: &[String],
+) -> Result<JoinResponse, (StatusCode, String)> {
+    let mut parsed = Vec::new();
+    for t in targets {
         match t.parse::<JoinTarget>() {
-            Ok(t) => targets.push(t),
-            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            Ok(t) => parsed.push(t),
+            Err(e) => return Err((StatusCode::BAD_REQUEST, e.to_string())),
         }
     }
     let mut addrs: Vec<SocketAddr> = Vec::new();
     let mut failures = Vec::new();
-    for t in &targets {
+    for t in &parsed {
         match s.resolver.resolve(t).await {
             Ok(a) => addrs.extend(a),
             Err(e) => failures.push(format!("{t}: {e}")),
         }
     }
     if addrs.is_empty() {
-        return error(
+        return Err((
             StatusCode::BAD_GATEWAY,
             format!("cannot resolve any target: {}", failures.join("; ")),
-        );
+        ));
     }
+    let gone = || (StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN.to_string());
     if s.commands.send(Command::Join(addrs.clone())).await.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is shutting down",
-        );
+        return Err(gone());
     }
     // Wait (bounded) for answers, polling the node.
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut joined = Vec::new();
     while Instant::now() < deadline {
         let a = addrs.clone();
-        match ask(&s, |tx| Command::Answered(a, tx)).await {
-            Ok(ok) if ok.len() == addrs.len() => {
+        match ask_agent(s, |tx| Command::Answered(a, tx)).await {
+            Some(ok) if ok.len() == addrs.len() => {
                 joined = ok;
                 break;
             }
-            Ok(ok) => joined = ok,
-            Err(r) => return r,
+            Some(ok) => joined = ok,
+            None => return Err(gone()),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if joined.is_empty() {
-        return error(
+        return Err((
             StatusCode::BAD_GATEWAY,
             format!(
                 "no member answered at {}",
@@ -234,13 +290,12 @@ async fn join(AxState(s): AxState<State>, Json(req): Json<JoinRequest>) -> Respo
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        );
+        ));
     }
-    Json(JoinResponse {
+    Ok(JoinResponse {
         joined: joined.iter().map(ToString::to_string).collect(),
         contacted: addrs.iter().map(ToString::to_string).collect(),
     })
-    .into_response()
 }
 
 async fn tags(AxState(s): AxState<State>, Json(req): Json<TagsRequest>) -> Response {
@@ -252,6 +307,11 @@ async fn tags(AxState(s): AxState<State>, Json(req): Json<TagsRequest>) -> Respo
 }
 
 async fn event(AxState(s): AxState<State>, Json(req): Json<EventRequest>) -> Response {
+    let req = UserEvent {
+        name: req.name,
+        payload: req.payload.into_bytes(),
+        coalesce: req.coalesce,
+    };
     match ask(&s, |tx| Command::Event(req, tx)).await {
         Ok(Ok(r)) => Json(r).into_response(),
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -268,7 +328,15 @@ async fn force_leave(AxState(s): AxState<State>, Json(req): Json<ForceLeaveReque
 }
 
 async fn query(AxState(s): AxState<State>, Json(req): Json<QueryRequest>) -> Response {
-    let (tx, rx) = mpsc::unbounded_channel::<QueryLine>();
+    let req = QuerySpec {
+        name: req.name,
+        payload: req.payload.into_bytes(),
+        nodes: req.nodes,
+        tags: req.tags,
+        timeout: req.timeout_ms.map(Duration::from_millis),
+        ack: !req.no_ack,
+    };
+    let (tx, rx) = mpsc::unbounded_channel::<QueryProgress>();
     match ask(&s, |reply| Command::Query(req, tx, reply)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -276,7 +344,23 @@ async fn query(AxState(s): AxState<State>, Json(req): Json<QueryRequest>) -> Res
     }
     // One JSON object per line, each as it happens; the body ends after `done`.
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
-        let line = rx.recv().await?;
+        let line = match rx.recv().await? {
+            QueryProgress::Started {
+                id,
+                targets,
+                timeout,
+            } => QueryLine::Started {
+                id,
+                targets,
+                timeout_ms: timeout.as_millis() as u64,
+            },
+            QueryProgress::Ack { from } => QueryLine::Ack { from },
+            QueryProgress::Response { from, payload } => QueryLine::Response {
+                from,
+                payload: String::from_utf8_lossy(&payload).into_owned(),
+            },
+            QueryProgress::Done => QueryLine::Done,
+        };
         let mut text = serde_json::to_string(&line).unwrap_or_default();
         text.push('\n');
         Some((Ok::<_, std::convert::Infallible>(text), rx))
@@ -289,32 +373,47 @@ async fn query(AxState(s): AxState<State>, Json(req): Json<QueryRequest>) -> Res
 
 /// A key command on every live member, answered once all answered or the deadline passed.
 async fn keys(AxState(s): AxState<State>, Json(req): Json<KeysRequest>) -> Response {
+    match run_keys(&s, req).await {
+        Ok(r) => Json(r).into_response(),
+        Err((code, msg)) => error(code, msg),
+    }
+}
+
+/// Runs a key command on every live member and gathers their answers.
+pub(crate) async fn run_keys(
+    s: &State,
+    req: KeysRequest,
+) -> Result<KeysResponse, (StatusCode, String)> {
     let list = req.op == KeyOp::List;
     if !list {
         match req.key.as_deref().map(gossip_core::crypt::Key::parse) {
             Some(Ok(_)) => {}
-            Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("invalid key: {e}")),
-            None => return error(StatusCode::BAD_REQUEST, "this command needs a key"),
+            Some(Err(e)) => return Err((StatusCode::BAD_REQUEST, format!("invalid key: {e}"))),
+            None => return Err((StatusCode::BAD_REQUEST, "this command needs a key".into())),
         }
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<QueryLine>();
-    match ask(&s, |reply| Command::Keys(req, tx, reply)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(r) => return r,
+    let (tx, mut rx) = mpsc::unbounded_channel::<QueryProgress>();
+    match ask_agent(s, |reply| Command::Keys(req, tx, reply)).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err((StatusCode::BAD_REQUEST, e.to_string())),
+        None => {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN.into()));
+        }
     }
     let mut out = KeysResponse::default();
     let mut waiting = std::collections::BTreeSet::new();
     while let Some(line) = rx.recv().await {
         match line {
-            QueryLine::Started { targets, .. } => {
+            QueryProgress::Started { targets, .. } => {
                 out.members = targets.len();
                 waiting.extend(targets);
             }
-            QueryLine::Ack { .. } => {}
-            QueryLine::Response { from, payload } => {
-                waiting.remove(&from);
-                match crate::crypt::KeyAnswer::decode(payload.as_bytes()) {
+            QueryProgress::Ack { .. } => {}
+            QueryProgress::Response { from, payload } => {
+                if waiting.remove(&from) {
+                    out.answered += 1;
+                }
+                match crate::crypt::KeyAnswer::decode(&payload) {
                     crate::crypt::KeyAnswer::Error(e) => {
                         out.errors.insert(from, e);
                     }
@@ -329,13 +428,13 @@ async fn keys(AxState(s): AxState<State>, Json(req): Json<KeysRequest>) -> Respo
                     crate::crypt::KeyAnswer::Keys(_) | crate::crypt::KeyAnswer::Done { .. } => {}
                 }
             }
-            QueryLine::Done => break,
+            QueryProgress::Done => break,
         }
     }
     for m in waiting {
         out.errors.insert(m, "no answer before the deadline".into());
     }
-    Json(out).into_response()
+    Ok(out)
 }
 
 async fn leave(AxState(s): AxState<State>) -> Response {

@@ -5,6 +5,9 @@
 //! - [`agent`]: the tokio driver (socket, timers, signals, join retries, leave).
 //! - [`command`]: the commands other tasks send the agent, and their channel.
 //! - [`control`] and [`client`]: the local control API and the CLI's client of it.
+//! - [`rpc`]: Serf's msgpack RPC on the control API's port.
+//! - [`stream`] and [`logs`]: the fan-out of events and log lines to streams and monitors.
+//! - [`watch`]: the HTTP streams (`/v1/stream`, `/v1/monitor`).
 //! - [`api`]: the API's JSON bodies, Serf-shaped member output and member filters.
 //! - [`crypt`]: gossip encryption: sealing, opening, the keyring file, key commands.
 //! - [`resolve`]: join target resolution through hickory-resolver.
@@ -20,10 +23,14 @@ pub mod config;
 pub mod control;
 pub mod crypt;
 pub mod error;
+pub mod logs;
 pub mod resolve;
+pub mod rpc;
 pub mod settings;
 pub mod snapshot;
+pub mod stream;
 pub mod supervise;
+pub mod watch;
 
 pub use config::AgentConfig;
 pub use error::{AgentError, ClientError, ConfigError};

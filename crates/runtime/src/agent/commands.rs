@@ -8,10 +8,10 @@ use tokio::sync::mpsc;
 
 use super::Driver;
 use crate::api::{
-    EventResponse, ForceLeaveResponse, InfoResponse, MemberJson, QueryLine, QueryRequest,
-    TagsResponse, default_query_timeout,
+    EventResponse, ForceLeaveResponse, InfoResponse, MemberJson, TagsResponse,
+    default_query_timeout,
 };
-use crate::command::{Command, CommandFailed};
+use crate::command::{Command, CommandFailed, QueryProgress, QuerySpec};
 use crate::crypt::{CryptStats, KEYS_QUERY, RESERVED_PREFIX};
 
 impl Driver {
@@ -67,13 +67,10 @@ impl Driver {
                 let r = if self.crypt.is_none() {
                     Err(CommandFailed::NoEncryption)
                 } else {
-                    let q = QueryRequest {
+                    let q = QuerySpec {
                         name: format!("{KEYS_QUERY}{}", req.op.as_str()),
-                        payload: req.key.unwrap_or_default(),
-                        nodes: Vec::new(),
-                        tags: Vec::new(),
-                        timeout_ms: None,
-                        no_ack: true,
+                        payload: req.key.unwrap_or_default().into_bytes(),
+                        ..QuerySpec::default()
                     };
                     self.start_query(q, lines)
                 };
@@ -101,19 +98,22 @@ impl Driver {
                     Err(CommandFailed::Reserved { what: "event" })
                 } else {
                     self.node
-                        .user_event(&req.name, req.payload.as_bytes(), req.coalesce)
+                        .user_event(&req.name, &req.payload, req.coalesce)
                         .map(|ltime| EventResponse { ltime })
                         .map_err(CommandFailed::from)
                 };
                 let _ = reply.send(r);
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
             }
         }
     }
 
     pub(super) fn start_query(
         &mut self,
-        req: QueryRequest,
-        lines: mpsc::UnboundedSender<QueryLine>,
+        req: QuerySpec,
+        lines: mpsc::UnboundedSender<QueryProgress>,
     ) -> Result<(), CommandFailed> {
         let filter = gossip_handlers::select::Selector::for_flags(None, None, None, &req.tags)?;
         let members = self.node.members();
@@ -125,22 +125,19 @@ impl Driver {
             .map(|m| m.id.clone())
             .collect();
         let live = members.iter().filter(|m| m.status.is_live()).count();
-        let timeout = req
-            .timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or_else(|| default_query_timeout(live));
+        let timeout = req.timeout.unwrap_or_else(|| default_query_timeout(live));
         if timeout.is_zero() || timeout > Duration::from_secs(3600) {
             return Err(CommandFailed::Timeout);
         }
         let id = self
             .node
-            .query(&req.name, req.payload.as_bytes(), &targets, timeout)?;
-        let _ = lines.send(QueryLine::Started {
+            .query(&req.name, &req.payload, &targets, timeout)?;
+        let _ = lines.send(QueryProgress::Started {
             id,
             targets: targets.iter().map(|t| t.name().to_string()).collect(),
-            timeout_ms: timeout.as_millis() as u64,
+            timeout,
         });
-        self.queries.insert(id, (lines, !req.no_ack));
+        self.queries.insert(id, (lines, req.ack));
         Ok(())
     }
 
@@ -165,6 +162,14 @@ impl Driver {
             }
             QueryOutput::Incoming(q) => {
                 tracing::info!(query = %q.name, from = %q.origin_name, ltime = q.ltime, "query");
+                self.hub.publish(crate::stream::Record::Query {
+                    origin: q.origin,
+                    origin_name: q.origin_name.clone(),
+                    ltime: q.ltime,
+                    name: q.name.clone(),
+                    payload: q.payload.clone(),
+                    deadline: std::time::Instant::now() + self.query_answer_window(),
+                });
                 let (reply, rx) = gossip_handlers::QueryReply::new();
                 self.dispatcher.user_event(
                     gossip_handlers::Event::Query {
@@ -192,21 +197,84 @@ impl Driver {
             }
             QueryOutput::Ack { id, from } => {
                 if let Some((tx, true)) = self.queries.get(&id) {
-                    let _ = tx.send(QueryLine::Ack { from });
+                    let _ = tx.send(QueryProgress::Ack { from });
                 }
             }
             QueryOutput::Response { id, from, payload } => {
                 if let Some((tx, _)) = self.queries.get(&id) {
-                    let payload = String::from_utf8_lossy(&payload).into_owned();
-                    let _ = tx.send(QueryLine::Response { from, payload });
+                    let _ = tx.send(QueryProgress::Response { from, payload });
                 }
             }
             QueryOutput::Done { id } => {
                 if let Some((tx, _)) = self.queries.remove(&id) {
-                    let _ = tx.send(QueryLine::Done);
+                    let _ = tx.send(QueryProgress::Done);
                 }
             }
         }
+    }
+
+    /// How long a stream subscriber may answer a query: the query carries no deadline, so
+    /// Serf's default for a cluster of this size (the asker's own deadline is usually it).
+    fn query_answer_window(&self) -> Duration {
+        let live = self
+            .node
+            .members()
+            .iter()
+            .filter(|m| m.status.is_live())
+            .count();
+        default_query_timeout(live)
+    }
+
+    /// Serf's `stats`: the sections `agent`, `runtime`, `serf`, `tags` and
+    /// `event_handlers`, with Serf's names where we have the figure.
+    pub(super) fn stats(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let info = self.info();
+        let s = |v: &dyn ToString| v.to_string();
+        // Serf's "serf" section also has health_score, member_time, the queue depths and
+        // coordinate_resets: figures this agent does not keep, so they are left out.
+        let count = |k: &str| info.members.get(k).copied().unwrap_or(0);
+        let mut out = BTreeMap::new();
+        out.insert(
+            "agent".to_string(),
+            BTreeMap::from([("name".to_string(), info.node.name.clone())]),
+        );
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        out.insert(
+            "runtime".to_string(),
+            BTreeMap::from([
+                ("os".to_string(), std::env::consts::OS.to_string()),
+                ("arch".to_string(), std::env::consts::ARCH.to_string()),
+                (
+                    "version".to_string(),
+                    format!("gossip-agent {}", env!("CARGO_PKG_VERSION")),
+                ),
+                ("cpu_count".to_string(), s(&threads)),
+            ]),
+        );
+        out.insert(
+            "serf".to_string(),
+            BTreeMap::from([
+                (
+                    "members".to_string(),
+                    s(&info.members.values().sum::<usize>()),
+                ),
+                ("failed".to_string(), s(&count("failed"))),
+                ("left".to_string(), s(&count("left"))),
+                ("event_time".to_string(), s(&info.event_clock)),
+                ("query_time".to_string(), s(&info.query_clock)),
+                ("encrypted".to_string(), s(&self.crypt.is_some())),
+            ]),
+        );
+        out.insert("tags".to_string(), info.node.tags.clone());
+        out.insert(
+            "event_handlers".to_string(),
+            self.config
+                .handlers
+                .iter()
+                .map(|h| (h.filter_text().to_string(), h.script.clone()))
+                .collect(),
+        );
+        out
     }
 
     pub(super) fn info(&self) -> InfoResponse {

@@ -157,6 +157,7 @@ impl Driver {
         match AgentConfig::resolve(self.config.flags.clone(), Some(path.clone())) {
             Ok(new) => {
                 self.dispatcher.set_handlers(new.handlers.clone());
+                self.config.handlers = new.handlers;
                 let tags = self.overlay.apply(&new.tags);
                 self.config.tags = new.tags;
                 match self.node.set_tags(tags) {
@@ -192,6 +193,10 @@ impl Driver {
                 }
                 Output::Event(e) => {
                     log_event(&e);
+                    self.hub.publish(crate::stream::Record::Member {
+                        kind: e.kind,
+                        member: e.member.clone(),
+                    });
                     self.dispatcher
                         .member_event(e, self.node.identity().clone());
                     self.members_changed = true;
@@ -203,6 +208,14 @@ impl Driver {
                 }
                 Output::User(e) => {
                     tracing::info!(event = %e.name, ltime = e.ltime, bytes = e.payload.len(), "user event");
+                    if !e.name.starts_with(crate::crypt::RESERVED_PREFIX) {
+                        self.hub.publish(crate::stream::Record::User {
+                            name: e.name.clone(),
+                            ltime: e.ltime,
+                            payload: e.payload.clone(),
+                            coalesce: e.coalesce,
+                        });
+                    }
                     self.dispatcher.user_event(
                         gossip_handlers::Event::User {
                             name: e.name,

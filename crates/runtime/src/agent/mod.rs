@@ -28,7 +28,7 @@ use rand::seq::SliceRandom;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::api::{LeaveResponse, QueryLine};
+use crate::api::LeaveResponse;
 use crate::command::{Command, channel};
 use crate::config::{AgentConfig, TagOverlay};
 use crate::control;
@@ -135,6 +135,7 @@ pub async fn run_with(
     let dispatcher = Dispatcher::spawn(config.handlers.clone(), config.dispatch);
 
     let resolver = Arc::new(Resolver::new());
+    let hub = Arc::new(crate::stream::Hub::default());
     let (cmd_tx, cmd_rx) = commands;
     let (joined_tx, joined_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -145,6 +146,7 @@ pub async fn run_with(
             commands: cmd_tx.clone(),
             resolver: resolver.clone(),
             token: config.rpc_token.as_deref().map(Arc::from),
+            hub: hub.clone(),
         },
         stop_rx,
     ));
@@ -193,6 +195,7 @@ pub async fn run_with(
         members_changed: false,
         commands: cmd_tx.clone(),
         queries: BTreeMap::new(),
+        hub,
         crypt,
         warnings: Warnings::default(),
         dropped_sealed: 0,
@@ -223,7 +226,9 @@ struct Driver {
     /// Our own command channel (query answers from handlers come back through it).
     commands: mpsc::Sender<Command>,
     /// Our queries in flight: where their lines go, and whether acks are wanted.
-    queries: BTreeMap<u64, (mpsc::UnboundedSender<QueryLine>, bool)>,
+    queries: BTreeMap<u64, (mpsc::UnboundedSender<crate::command::QueryProgress>, bool)>,
+    /// Streams of events (Serf's RPC `stream`, `/v1/stream`).
+    hub: Arc<crate::stream::Hub>,
     /// Gossip encryption, when on.
     crypt: Option<Crypt>,
     /// Rate limits of warnings about dropped packets.

@@ -1,0 +1,797 @@
+//! Serf's RPC protocol (msgpack over TCP, IPC version 1) on the control API's port, so that
+//! Serf's CLI, its Go client and the libraries built on them talk to this agent unchanged.
+//! [`crate::control::serve`] hands a connection here when its first byte opens a msgpack
+//! map, as every Serf request header does.
+//!
+//! A connection reads one request at a time ([`frame`] finds where a value ends; [`proto`]
+//! has the messages) and writes through one queue, so that answers, stream records, query
+//! records and log lines never interleave within a value. Streams (`stream`, `monitor`,
+//! `query`'s records) each run in their own task feeding that queue; they take records from
+//! bounded queues ([`crate::stream`], [`crate::logs`]), so a slow client loses records (told
+//! in its stream) and never slows the agent.
+//!
+//! As in Serf: a command before the handshake is refused and the connection closed; with a
+//! token (`--rpc-token`), every command but `handshake` and `auth` is refused until `auth`
+//! gave it; an unknown command or a body that does not decode closes the connection. Query
+//! IDs (for `respond`) belong to the connection whose stream delivered the query.
+
+pub mod frame;
+pub mod proto;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use gossip_core::{MemberInfo, Status};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::api::{ForceLeaveRequest, KeysRequest, TagsRequest};
+use crate::command::{Command, QueryProgress, QuerySpec, UserEvent};
+use crate::control::{State, ask_agent, join_targets, run_keys, same_token};
+use crate::crypt::KeyOp;
+use frame::{FRAME_MAX, FrameError, value_len};
+use proto::errors;
+
+/// True when a connection whose first byte is `b` speaks Serf's RPC: a msgpack map (fixmap,
+/// map16 or map32). HTTP starts with a method name, in ASCII.
+pub fn starts_rpc(b: u8) -> bool {
+    matches!(b, 0x80..=0x8f | 0xde | 0xdf)
+}
+
+/// Frames waiting to be written to one connection at most; past it, the stream tasks wait
+/// (and their bounded queues drop), command answers wait.
+const OUT_MAX: usize = 64;
+
+/// Queries a connection may hold for `respond` at most (the oldest is forgotten first).
+const PENDING_MAX: usize = 1024;
+
+/// How long the rest of a request may take once its first byte has come.
+const REQUEST_TIMEOUT: Duration = crate::control::HEADER_TIMEOUT;
+
+/// Why a connection ends.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("closed by the client")]
+    Eof,
+    #[error("read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("decode failed: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("a request took longer than {REQUEST_TIMEOUT:?} to arrive")]
+    Slow,
+    #[error("{0}")]
+    Refused(String),
+    #[error("the agent is stopping")]
+    Stopped,
+}
+
+/// Reads msgpack values one by one off a connection.
+struct Reader {
+    rd: OwnedReadHalf,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    /// The next whole value, as raw bytes.
+    async fn value(&mut self) -> Result<Vec<u8>, End> {
+        let mut started: Option<Instant> = None;
+        loop {
+            if let Some(n) = value_len(&self.buf)? {
+                return Ok(self.buf.drain(..n).collect());
+            }
+            let mut chunk = [0u8; 4096];
+            let n = if self.buf.is_empty() {
+                self.rd.read(&mut chunk).await?
+            } else {
+                let at = *started.get_or_insert_with(Instant::now);
+                let left = REQUEST_TIMEOUT.saturating_sub(at.elapsed());
+                tokio::time::timeout(left, self.rd.read(&mut chunk))
+                    .await
+                    .map_err(|_| End::Slow)??
+            };
+            if n == 0 {
+                return Err(if self.buf.is_empty() {
+                    End::Eof
+                } else {
+                    End::Io(std::io::ErrorKind::UnexpectedEof.into())
+                });
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            if self.buf.len() > 2 * FRAME_MAX {
+                return Err(FrameError::TooLarge.into());
+            }
+        }
+    }
+
+    async fn decode<T: DeserializeOwned>(&mut self) -> Result<T, End> {
+        let v = self.value().await?;
+        Ok(rmp_serde::from_slice(&v)?)
+    }
+}
+
+/// A header and, when given, a body, encoded back to back.
+fn frame(seq: u64, error: &str, body: Option<&dyn erased::Body>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    let header = proto::ResponseHeader {
+        seq,
+        error: error.to_string(),
+    };
+    // Encoding into a Vec cannot fail for these types.
+    let _ = rmp_serde::encode::write_named(&mut out, &header);
+    if let Some(b) = body {
+        b.write(&mut out);
+    }
+    out
+}
+
+mod erased {
+    /// A body of any of the answer types.
+    pub trait Body {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+    impl<T: serde::Serialize> Body for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            let _ = rmp_serde::encode::write_named(out, self);
+        }
+    }
+}
+
+/// A query delivered on one of this connection's streams, which `respond` may answer.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    origin: SocketAddr,
+    ltime: u64,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct Queries {
+    next: u64,
+    pending: BTreeMap<u64, Pending>,
+}
+
+impl Queries {
+    fn register(&mut self, p: Pending) -> u64 {
+        let now = Instant::now();
+        self.pending.retain(|_, q| q.deadline > now);
+        while self.pending.len() >= PENDING_MAX {
+            self.pending.pop_first();
+        }
+        self.next += 1;
+        self.pending.insert(self.next, p);
+        self.next
+    }
+
+    fn take(&mut self, id: u64) -> Option<Pending> {
+        self.pending
+            .remove(&id)
+            .filter(|p| p.deadline > Instant::now())
+    }
+}
+
+/// One connection's state.
+struct Conn {
+    state: State,
+    peer: SocketAddr,
+    out: mpsc::Sender<Vec<u8>>,
+    handshaken: bool,
+    authed: bool,
+    streams: HashMap<u64, JoinHandle<()>>,
+    monitor: Option<(u64, JoinHandle<()>)>,
+    queries: Arc<Mutex<Queries>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Serves one connection until the client closes it, breaks the protocol, or `stop` turns
+/// true.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: State,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_MAX);
+    let writer = tokio::spawn(async move {
+        while let Some(f) = out_rx.recv().await {
+            if wr.write_all(&f).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    tracing::debug!(%peer, "Serf RPC client connected");
+    let mut conn = Conn {
+        authed: state.token.is_none(),
+        state,
+        peer,
+        out,
+        handshaken: false,
+        streams: HashMap::new(),
+        monitor: None,
+        queries: Arc::default(),
+        tasks: Vec::new(),
+    };
+    let mut reader = Reader {
+        rd,
+        buf: Vec::new(),
+    };
+    let end = loop {
+        let r = tokio::select! {
+            // A request being answered when the agent stops (a `leave`) is answered first.
+            biased;
+            r = conn.next(&mut reader) => r,
+            _ = stop.wait_for(|s| *s) => Err(End::Stopped),
+        };
+        if let Err(e) = r {
+            break e;
+        }
+    };
+    match end {
+        End::Eof | End::Stopped => tracing::debug!(%peer, "Serf RPC client gone"),
+        e => tracing::warn!(%peer, error = %e, "Serf RPC connection closed"),
+    }
+    for (_, t) in conn.streams.drain() {
+        t.abort();
+    }
+    if let Some((_, t)) = conn.monitor.take() {
+        t.abort();
+    }
+    for t in conn.tasks.drain(..) {
+        t.abort();
+    }
+    drop(conn);
+    // What was answered goes out before the connection closes.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
+/// Whether a command's request has a body after its header.
+fn has_body(command: &str) -> bool {
+    !matches!(command, "members" | "leave" | "list-keys" | "stats")
+}
+
+impl Conn {
+    async fn send(&self, f: Vec<u8>) -> Result<(), End> {
+        self.out.send(f).await.map_err(|_| End::Eof)
+    }
+
+    async fn reply(&self, seq: u64, error: &str) -> Result<(), End> {
+        self.send(frame(seq, error, None)).await
+    }
+
+    async fn reply_with(&self, seq: u64, error: &str, body: &impl Serialize) -> Result<(), End> {
+        self.send(frame(seq, error, Some(body))).await
+    }
+
+    /// Reads and answers one request.
+    async fn next(&mut self, r: &mut Reader) -> Result<(), End> {
+        let h: proto::RequestHeader = r.decode().await?;
+        let seq = h.seq;
+        let cmd = h.command.as_str();
+        if !self.handshaken && cmd != "handshake" {
+            self.reply(seq, errors::HANDSHAKE_REQUIRED).await?;
+            return Err(End::Refused(format!("{cmd:?} before the handshake")));
+        }
+        if !self.authed && cmd != "handshake" && cmd != "auth" && is_known(cmd) {
+            // Serf answers without reading the body; we read it, so the connection stays
+            // usable for the `auth` that should follow.
+            if has_body(cmd) {
+                r.value().await?;
+            }
+            tracing::warn!(peer = %self.peer, command = cmd, "Serf RPC command before auth refused");
+            return self.reply(seq, errors::AUTH_REQUIRED).await;
+        }
+        match cmd {
+            "handshake" => {
+                let req: proto::Handshake = r.decode().await?;
+                let e = if req.version != proto::IPC_VERSION {
+                    errors::UNSUPPORTED_IPC_VERSION
+                } else if self.handshaken {
+                    errors::DUPLICATE_HANDSHAKE
+                } else {
+                    self.handshaken = true;
+                    ""
+                };
+                self.reply(seq, e).await
+            }
+            "auth" => {
+                let req: proto::Auth = r.decode().await?;
+                let ok = match &self.state.token {
+                    Some(t) => same_token(req.auth_key.as_bytes(), t.as_bytes()),
+                    None => req.auth_key.is_empty(),
+                };
+                if ok {
+                    self.authed = true;
+                } else {
+                    tracing::warn!(peer = %self.peer, "Serf RPC auth refused: wrong token");
+                }
+                self.reply(seq, if ok { "" } else { errors::INVALID_AUTH_TOKEN })
+                    .await
+            }
+            "event" => {
+                let req: proto::Event = r.decode().await?;
+                let ev = UserEvent {
+                    name: req.name,
+                    payload: req.payload,
+                    coalesce: req.coalesce,
+                };
+                let e = match ask_agent(&self.state, |tx| Command::Event(ev, tx)).await {
+                    Some(Ok(_)) => String::new(),
+                    Some(Err(e)) => e.to_string(),
+                    None => crate::control::SHUTTING_DOWN.to_string(),
+                };
+                self.reply(seq, &e).await
+            }
+            "force-leave" => {
+                let req: proto::ForceLeave = r.decode().await?;
+                let fl = ForceLeaveRequest { node: req.node };
+                let e = match ask_agent(&self.state, |tx| Command::ForceLeave(fl, tx)).await {
+                    Some(Ok(_)) => String::new(),
+                    Some(Err(e)) => e.to_string(),
+                    None => crate::control::SHUTTING_DOWN.to_string(),
+                };
+                self.reply(seq, &e).await
+            }
+            "join" => {
+                let req: proto::Join = r.decode().await?;
+                let (num, e) = match join_targets(&self.state, &req.existing).await {
+                    Ok(j) => (j.joined.len() as i32, String::new()),
+                    Err((_, e)) => (0, e),
+                };
+                self.reply_with(seq, &e, &proto::JoinAnswer { num }).await
+            }
+            "members" => {
+                let ms = self.members().await?;
+                self.reply_with(seq, "", &proto::Members { members: ms })
+                    .await
+            }
+            "members-filtered" => {
+                let req: proto::MembersFiltered = r.decode().await?;
+                let filter = match MemberFilter::new(&req) {
+                    Ok(f) => f,
+                    // Serf closes the connection on a bad pattern, without an answer.
+                    Err(e) => return Err(End::Refused(e)),
+                };
+                let ms = self
+                    .members()
+                    .await?
+                    .into_iter()
+                    .filter(|m| filter.matches(m))
+                    .collect();
+                self.reply_with(seq, "", &proto::Members { members: ms })
+                    .await
+            }
+            "tags" => {
+                let req: proto::Tags = r.decode().await?;
+                // Serf deletes, then sets: a name both deleted and set stays set.
+                let delete = req
+                    .delete_tags
+                    .into_iter()
+                    .filter(|k| !req.tags.contains_key(k))
+                    .collect();
+                let t = TagsRequest {
+                    set: req.tags,
+                    delete,
+                };
+                let e = match ask_agent(&self.state, |tx| Command::Tags(t, tx)).await {
+                    Some(Ok(_)) => String::new(),
+                    Some(Err(e)) => e.to_string(),
+                    None => crate::control::SHUTTING_DOWN.to_string(),
+                };
+                self.reply(seq, &e).await
+            }
+            "stream" => {
+                let req: proto::Stream = r.decode().await?;
+                let Ok(filter) = gossip_handlers::EventFilter::parse(&req.r#type) else {
+                    return self.reply(seq, errors::INVALID_FILTER).await;
+                };
+                if self.streams.contains_key(&seq) {
+                    return self.reply(seq, errors::STREAM_EXISTS).await;
+                }
+                let sub = self.state.hub.subscribe(filter);
+                // The answer is queued before the task starts: it precedes every record.
+                self.reply(seq, "").await?;
+                let task = tokio::spawn(forward_events(
+                    sub,
+                    seq,
+                    self.out.clone(),
+                    self.queries.clone(),
+                ));
+                self.streams.insert(seq, task);
+                Ok(())
+            }
+            "monitor" => {
+                let req: proto::Monitor = r.decode().await?;
+                let level = match crate::logs::MonitorLevel::parse(&req.log_level) {
+                    Ok(l) => l,
+                    Err(e) => return self.reply(seq, &e).await,
+                };
+                if self.monitor.is_some() {
+                    return self.reply(seq, errors::MONITOR_EXISTS).await;
+                }
+                let sub = crate::logs::hub().subscribe(level);
+                self.reply(seq, "").await?;
+                let task = tokio::spawn(forward_logs(sub, seq, self.out.clone()));
+                self.monitor = Some((seq, task));
+                Ok(())
+            }
+            "stop" => {
+                let req: proto::Stop = r.decode().await?;
+                if self.monitor.as_ref().is_some_and(|(s, _)| *s == req.stop)
+                    && let Some((_, t)) = self.monitor.take()
+                {
+                    t.abort();
+                }
+                if let Some(t) = self.streams.remove(&req.stop) {
+                    t.abort();
+                }
+                self.reply(seq, "").await
+            }
+            "leave" => {
+                tracing::info!(peer = %self.peer, "graceful leave asked through Serf's RPC");
+                let e = match ask_agent(&self.state, Command::Leave).await {
+                    Some(_) => "",
+                    None => crate::control::SHUTTING_DOWN,
+                };
+                self.reply(seq, e).await
+            }
+            "query" => {
+                let req: proto::Query = r.decode().await?;
+                let spec = QuerySpec {
+                    name: req.name,
+                    payload: req.payload,
+                    nodes: req.filter_nodes,
+                    tags: req
+                        .filter_tags
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect(),
+                    timeout: (req.timeout > 0).then(|| Duration::from_nanos(req.timeout as u64)),
+                    ack: req.request_ack,
+                };
+                let (tx, rx) = mpsc::unbounded_channel();
+                match ask_agent(&self.state, |reply| Command::Query(spec, tx, reply)).await {
+                    Some(Ok(())) => {
+                        self.reply(seq, "").await?;
+                        self.tasks.retain(|t| !t.is_finished());
+                        self.tasks
+                            .push(tokio::spawn(forward_query(rx, seq, self.out.clone())));
+                        Ok(())
+                    }
+                    Some(Err(e)) => self.reply(seq, &e.to_string()).await,
+                    None => self.reply(seq, crate::control::SHUTTING_DOWN).await,
+                }
+            }
+            "respond" => {
+                let req: proto::Respond = r.decode().await?;
+                let found = self
+                    .queries
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take(req.id);
+                let Some(p) = found else {
+                    return self.reply(seq, errors::INVALID_QUERY_ID).await;
+                };
+                let sent = self
+                    .state
+                    .commands
+                    .send(Command::Respond {
+                        origin: p.origin,
+                        ltime: p.ltime,
+                        answer: req.payload,
+                    })
+                    .await;
+                let e = if sent.is_ok() {
+                    ""
+                } else {
+                    crate::control::SHUTTING_DOWN
+                };
+                self.reply(seq, e).await
+            }
+            "install-key" | "use-key" | "remove-key" | "list-keys" => {
+                let (op, key) = match cmd {
+                    "list-keys" => (KeyOp::List, None),
+                    c => {
+                        let req: proto::Key = r.decode().await?;
+                        let op = match c {
+                            "install-key" => KeyOp::Install,
+                            "use-key" => KeyOp::Use,
+                            _ => KeyOp::Remove,
+                        };
+                        (op, Some(req.key))
+                    }
+                };
+                let (e, body) = self.keys(op, key).await;
+                self.reply_with(seq, &e, &body).await
+            }
+            "stats" => {
+                let stats = ask_agent(&self.state, Command::Stats)
+                    .await
+                    .unwrap_or_default();
+                self.reply_with(seq, "", &stats).await
+            }
+            "get-coordinate" => {
+                let _req: proto::GetCoordinate = r.decode().await?;
+                // Coordinates are not computed by this agent yet: Serf's answer when it has
+                // none for the node.
+                let body = proto::CoordinateAnswer {
+                    coord: proto::Coordinate::default(),
+                    ok: false,
+                };
+                self.reply_with(seq, "", &body).await
+            }
+            other => {
+                self.reply(seq, errors::UNSUPPORTED_COMMAND).await?;
+                Err(End::Refused(format!("command {other:?} not recognized")))
+            }
+        }
+    }
+
+    async fn members(&self) -> Result<Vec<proto::Member>, End> {
+        let ms = ask_agent(&self.state, Command::Members)
+            .await
+            .ok_or(End::Stopped)?;
+        Ok(ms.iter().map(member).collect())
+    }
+
+    /// A key command, answered as Serf's: per-member errors, counts, and an error when a
+    /// member failed or did not answer.
+    async fn keys(&self, op: KeyOp, key: Option<String>) -> (String, proto::KeyAnswer) {
+        let list = op == KeyOp::List;
+        match run_keys(&self.state, KeysRequest { op, key }).await {
+            Ok(k) => {
+                let body = proto::KeyAnswer {
+                    num_nodes: k.members as i64,
+                    num_err: k.errors.len() as i64,
+                    num_resp: k.answered as i64,
+                    messages: k.errors,
+                    keys: if list {
+                        k.keys.into_iter().map(|(k, n)| (k, n as i64)).collect()
+                    } else {
+                        BTreeMap::new()
+                    },
+                };
+                let e = if body.num_err != 0 {
+                    format!("{}/{} nodes reported failure", body.num_err, body.num_nodes)
+                } else if body.num_resp != body.num_nodes {
+                    format!(
+                        "{}/{} nodes reported success",
+                        body.num_resp, body.num_nodes
+                    )
+                } else {
+                    String::new()
+                };
+                (e, body)
+            }
+            Err((_, e)) => (e, proto::KeyAnswer::default()),
+        }
+    }
+}
+
+fn is_known(cmd: &str) -> bool {
+    matches!(
+        cmd,
+        "handshake"
+            | "auth"
+            | "event"
+            | "force-leave"
+            | "join"
+            | "members"
+            | "members-filtered"
+            | "stream"
+            | "monitor"
+            | "stop"
+            | "leave"
+            | "install-key"
+            | "use-key"
+            | "remove-key"
+            | "list-keys"
+            | "tags"
+            | "query"
+            | "respond"
+            | "stats"
+            | "get-coordinate"
+    )
+}
+
+/// Serf's protocol versions, as Serf 0.8 reports them for every member (memberlist's
+/// 1..5, speaking 2; Serf's 2..5, speaking 5): clients display them, none negotiates
+/// through them.
+const PROTOCOL: (u8, u8, u8) = (1, 5, 2);
+const DELEGATE: (u8, u8, u8) = (2, 5, 5);
+
+/// A member as Serf's RPC gives it.
+pub fn member(m: &MemberInfo) -> proto::Member {
+    let addr = m.addr();
+    proto::Member {
+        name: m.name().to_string(),
+        addr: match addr.ip() {
+            IpAddr::V4(ip) => ip.octets().to_vec(),
+            IpAddr::V6(ip) => ip.octets().to_vec(),
+        },
+        port: addr.port(),
+        tags: m.tags().clone(),
+        status: match m.status {
+            Status::Alive | Status::Suspect => "alive",
+            Status::Failed => "failed",
+            Status::Left => "left",
+        }
+        .to_string(),
+        protocol_min: PROTOCOL.0,
+        protocol_max: PROTOCOL.1,
+        protocol_cur: PROTOCOL.2,
+        delegate_min: DELEGATE.0,
+        delegate_max: DELEGATE.1,
+        delegate_cur: DELEGATE.2,
+    }
+}
+
+/// `members-filtered`'s patterns, anchored as Serf anchors them.
+struct MemberFilter {
+    tags: Vec<(String, regex_lite::Regex)>,
+    status: Option<regex_lite::Regex>,
+    name: Option<regex_lite::Regex>,
+}
+
+impl MemberFilter {
+    fn new(req: &proto::MembersFiltered) -> Result<Self, String> {
+        let re = |p: &str| {
+            regex_lite::Regex::new(&format!("^(?:{p})$"))
+                .map_err(|e| format!("Failed to compile regex: {e}"))
+        };
+        let opt = |p: &str| (!p.is_empty()).then(|| re(p)).transpose();
+        Ok(Self {
+            tags: req
+                .tags
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), re(v)?)))
+                .collect::<Result<_, String>>()?,
+            status: opt(&req.status)?,
+            name: opt(&req.name)?,
+        })
+    }
+
+    fn matches(&self, m: &proto::Member) -> bool {
+        self.tags
+            .iter()
+            .all(|(k, re)| re.is_match(m.tags.get(k).map(String::as_str).unwrap_or("")))
+            && self.status.as_ref().is_none_or(|re| re.is_match(&m.status))
+            && self.name.as_ref().is_none_or(|re| re.is_match(&m.name))
+    }
+}
+
+/// Feeds one `stream`'s records to the connection.
+async fn forward_events(
+    mut sub: crate::stream::Subscription,
+    seq: u64,
+    out: mpsc::Sender<Vec<u8>>,
+    queries: Arc<Mutex<Queries>>,
+) {
+    use crate::stream::Record;
+    while let Some(rec) = sub.rx.recv().await {
+        let dropped = sub.take_dropped();
+        if dropped > 0 {
+            let d = proto::DroppedRecord {
+                event: "dropped",
+                count: dropped,
+            };
+            if out.send(frame(seq, "", Some(&d))).await.is_err() {
+                return;
+            }
+        }
+        let f = match &*rec {
+            Record::Member { kind, member: m } => frame(
+                seq,
+                "",
+                Some(&proto::MemberEventRecord {
+                    event: kind.serf_name(),
+                    members: vec![member(m)],
+                }),
+            ),
+            Record::User {
+                name,
+                ltime,
+                payload,
+                coalesce,
+            } => frame(
+                seq,
+                "",
+                Some(&proto::UserEventRecord {
+                    event: "user",
+                    ltime: *ltime,
+                    name: name.clone(),
+                    payload: payload.clone(),
+                    coalesce: *coalesce,
+                }),
+            ),
+            Record::Query {
+                origin,
+                ltime,
+                name,
+                payload,
+                deadline,
+                ..
+            } => {
+                let id = queries
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .register(Pending {
+                        origin: *origin,
+                        ltime: *ltime,
+                        deadline: *deadline,
+                    });
+                frame(
+                    seq,
+                    "",
+                    Some(&proto::QueryEventRecord {
+                        event: "query",
+                        id,
+                        ltime: *ltime,
+                        name: name.clone(),
+                        payload: payload.clone(),
+                    }),
+                )
+            }
+        };
+        if out.send(f).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Feeds one `monitor`'s lines to the connection.
+async fn forward_logs(mut sub: crate::logs::LogSubscription, seq: u64, out: mpsc::Sender<Vec<u8>>) {
+    while let Some(line) = sub.rx.recv().await {
+        let dropped = sub.take_dropped();
+        if dropped > 0 {
+            let note = proto::LogRecord {
+                log: format!(
+                    "[WARN] agent.ipc: {dropped} log lines dropped: this monitor reads too slowly"
+                ),
+            };
+            if out.send(frame(seq, "", Some(&note))).await.is_err() {
+                return;
+            }
+        }
+        let rec = proto::LogRecord {
+            log: line.to_string(),
+        };
+        if out.send(frame(seq, "", Some(&rec))).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Feeds one `query`'s acks and answers to the connection, then `done`.
+async fn forward_query(
+    mut rx: mpsc::UnboundedReceiver<QueryProgress>,
+    seq: u64,
+    out: mpsc::Sender<Vec<u8>>,
+) {
+    while let Some(p) = rx.recv().await {
+        let (kind, from, payload) = match p {
+            QueryProgress::Started { .. } => continue,
+            QueryProgress::Ack { from } => ("ack", from, Vec::new()),
+            QueryProgress::Response { from, payload } => ("response", from, payload),
+            QueryProgress::Done => ("done", String::new(), Vec::new()),
+        };
+        let rec = proto::QueryRecord {
+            r#type: kind,
+            from,
+            payload,
+        };
+        if out.send(frame(seq, "", Some(&rec))).await.is_err() || kind == "done" {
+            return;
+        }
+    }
+}
