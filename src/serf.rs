@@ -107,6 +107,7 @@ fn spec(cmd: &str) -> Option<Vec<(&'static str, Kind, Map)>> {
         "force-leave" => vec![("prune", Bool, Ignore)],
         "tags" => vec![("set", Value, To("set")), ("delete", Value, To("delete"))],
         "info" => vec![("format", Value, To("format"))],
+        "monitor" => vec![("log-level", Value, To("log-level"))],
         "keys" => vec![
             ("install", Value, To("install")),
             ("use", Value, To("use")),
@@ -130,6 +131,7 @@ Available commands are (gossip-agent's Serf-compatible entry point):
     join           Tell Serf agent to join cluster
     leave          Gracefully leaves the Serf cluster and shuts down
     members        Lists the members of a Serf cluster
+    monitor        Stream logs from a Serf agent
     tags           Modify tags of a running Serf agent
     keygen         Generates a new encryption key
     keys           Manipulate the internal encryption keyring used by Serf
@@ -160,7 +162,7 @@ pub fn translate(args: &[String]) -> Result<Translated, String> {
                 "keygen".into(),
             ]));
         }
-        "monitor" | "reachability" | "rtt" => {
+        "reachability" | "rtt" => {
             return Err(format!("serf {cmd} is not supported by gossip-agent"));
         }
         _ => {}
@@ -235,7 +237,9 @@ pub fn translate(args: &[String]) -> Result<Translated, String> {
         out.push("--list".into());
     }
     match cmd.as_str() {
-        "agent" | "members" | "leave" | "info" | "tags" | "keys" if !positional.is_empty() => {
+        "agent" | "members" | "leave" | "info" | "tags" | "keys" | "monitor"
+            if !positional.is_empty() =>
+        {
             return Err(format!(
                 "serf {cmd}: unexpected argument {:?}",
                 positional[0]

@@ -13,7 +13,10 @@
 //! - idle (first repetition): after a settling pause, over a window: RSS and CPU per agent
 //!   from /proc, gossip bytes per second per agent from a tcpdump capture of the gossip port
 //!   (IP packets, UDP and TCP), and for ours the agents' own counters as a cross-check;
-//! - false failures: any live member seen failed by anyone, in any poll, during the run.
+//! - false failures: any live member seen failed by anyone, in any poll, during the run;
+//! - Serf's RPC (first repetition, after the idle window): `members` round trips through
+//!   Serf's msgpack RPC on the first agent (both implementations speak it), and that agent's
+//!   RSS with 50 `stream` subscriptions open while user events flow through them.
 //!
 //! Membership is polled through each agent's API: our HTTP API, Serf's msgpack RPC (one
 //! connection per agent, kept open), by four threads that take the agents not yet satisfied
@@ -97,7 +100,26 @@ struct Run {
     join_low: Option<Duration>,
     poll: Vec<Duration>,
     idle: Option<Idle>,
+    rpc: Option<RpcFigures>,
 }
+
+/// Serf's RPC on one agent.
+#[derive(Debug, Clone)]
+struct RpcFigures {
+    /// `members` round trips: median and 99th percentile.
+    members_median: Duration,
+    members_p99: Duration,
+    /// Members listed (a check that the answer was whole).
+    listed: usize,
+    /// RSS of the agent before the streams were opened, and with them open.
+    rss_before_kib: f64,
+    rss_streams_kib: f64,
+}
+
+/// Streams held open for the memory figure.
+const RPC_STREAMS: usize = 50;
+/// `members` round trips timed.
+const RPC_ROUND_TRIPS: usize = 200;
 
 #[derive(Debug, Clone)]
 struct Idle {
@@ -187,6 +209,38 @@ impl SerfRpc {
         }
     }
 
+    /// Opens a stream of every event on this connection (its records are left unread).
+    fn stream(&mut self) -> std::io::Result<()> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Stream<'a> {
+            r#type: &'a str,
+        }
+        self.send("stream", Some(&Stream { r#type: "*" }))?;
+        self.header()
+    }
+
+    /// Sends a user event.
+    fn event(&mut self, name: &str, payload: &[u8]) -> std::io::Result<()> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Event<'a> {
+            name: &'a str,
+            #[serde(with = "serde_bytes_compat")]
+            payload: &'a [u8],
+            coalesce: bool,
+        }
+        self.send(
+            "event",
+            Some(&Event {
+                name,
+                payload,
+                coalesce: false,
+            }),
+        )?;
+        self.header()
+    }
+
     fn members(&mut self) -> std::io::Result<HashMap<String, String>> {
         self.send::<()>("members", None)?;
         self.header()?;
@@ -194,6 +248,49 @@ impl SerfRpc {
             rmp_serde::from_read(&mut self.reader).map_err(std::io::Error::other)?;
         Ok(m.members.into_iter().map(|m| (m.name, m.status)).collect())
     }
+}
+
+/// `[]byte` as msgpack bin, as Serf's Go encoder writes it.
+mod serde_bytes_compat {
+    pub fn serialize<S: serde::Serializer>(v: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+}
+
+/// Serf's RPC on agent 0 of `c`: `members` round trips, then its memory with
+/// [`RPC_STREAMS`] streams open while user events go through them.
+fn rpc_figures(c: &Cluster) -> Option<RpcFigures> {
+    let addr = c.rpc_addr(0);
+    let pid = c.pid(0)?;
+    let mut rpc = SerfRpc::connect(addr).ok()?;
+    let mut times = Vec::with_capacity(RPC_ROUND_TRIPS);
+    let mut listed = 0;
+    for _ in 0..RPC_ROUND_TRIPS {
+        let t = Instant::now();
+        listed = rpc.members().ok()?.len();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let rss_before_kib = proc_stat(pid)?.1;
+    let mut streams = Vec::with_capacity(RPC_STREAMS);
+    for _ in 0..RPC_STREAMS {
+        let mut s = SerfRpc::connect(addr).ok()?;
+        s.stream().ok()?;
+        streams.push(s);
+    }
+    for i in 0..20 {
+        rpc.event("bench", format!("event {i}").as_bytes()).ok()?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_streams_kib = proc_stat(pid)?.1;
+    drop(streams);
+    Some(RpcFigures {
+        members_median: times[times.len() / 2],
+        members_p99: times[times.len() * 99 / 100],
+        listed,
+        rss_before_kib,
+        rss_streams_kib,
+    })
 }
 
 /// What the agent at `addr` lists, name to status: ours through its HTTP API, Serf through
@@ -230,6 +327,31 @@ fn ours_members(addr: SocketAddr) -> Option<HashMap<String, String>> {
             .into_iter()
             .map(|(name, m)| (name, m.status))
             .collect(),
+    )
+}
+
+/// Ours: the anti-amplification counters after the join (the seed's, and the sums over
+/// every agent), to tell a join slowed by held or dropped answers.
+fn limiter_note(c: &Cluster, n: usize) -> String {
+    let keys = ["limited_held", "limited_dropped", "challenges", "validated"];
+    let mut sums = [0u64; 4];
+    let mut seed = [0u64; 4];
+    for i in 0..n {
+        let Some(v) = gossip_testkit::http::get(c.rpc_addr(i), "/v1/info").and_then(|a| a.json())
+        else {
+            continue;
+        };
+        for (k, key) in keys.iter().enumerate() {
+            let x = v["stats"][key].as_u64().unwrap_or(0);
+            sums[k] += x;
+            if i == 0 {
+                seed[k] = x;
+            }
+        }
+    }
+    format!(
+        " [limiter, seed/all: held {}/{}, dropped {}/{}, challenges {}/{}, validated {}/{}]",
+        seed[0], sums[0], seed[1], sums[1], seed[2], sums[2], seed[3], sums[3]
     )
 }
 
@@ -746,6 +868,9 @@ fn one_run(
             .unwrap_or_default()
     });
     run.join_stragglers = stragglers(&c, &names, 3);
+    if kind == Kind::Ours {
+        run.join_stragglers.push_str(&limiter_note(&c, n));
+    }
 
     // A late joiner, once the cluster has been quiet for a second (as a scale-up after the
     // initial start would be): its member-join handler on every other agent.
@@ -786,6 +911,7 @@ fn one_run(
 
     if let Some((settle, window)) = idle {
         run.idle = idle_window(&mut c, settle, window);
+        run.rpc = rpc_figures(&c);
     }
 
     // SIGKILL node 1: failed everywhere.
@@ -1157,6 +1283,79 @@ fn render(
                 format!("{:.0}", serf.bytes_per_s),
                 "<= Serf's",
                 ours.bytes_per_s <= serf.bytes_per_s,
+            ),
+        ];
+        for (name, a, b, target, ok) in rows {
+            let met = if ok { "yes" } else { "**no**" };
+            let _ = writeln!(r, "| {name} | {n} | {a} | {b} | {target} | {met} |");
+        }
+    }
+    let _ = writeln!(
+        r,
+        "\nSerf's RPC on the first agent (first repetition, after the idle window): `members` \
+         round trips through Serf's msgpack RPC ({RPC_ROUND_TRIPS}, one connection), and the \
+         agent's RSS before and with {RPC_STREAMS} `stream` subscriptions open while 20 user \
+         events went through them:\n"
+    );
+    let _ = writeln!(
+        r,
+        "| N | impl | members listed | round trip median | round trip p99 | RSS before | RSS with {RPC_STREAMS} streams |"
+    );
+    let _ = writeln!(r, "|---|---|---|---|---|---|---|");
+    let rpc_of = |n: usize, k: Kind| {
+        results
+            .get(&(n, k))
+            .and_then(|runs| runs.iter().find_map(|x| x.rpc.clone()))
+    };
+    for ((n, k), runs) in results {
+        if let Some(f) = runs.iter().find_map(|x| x.rpc.clone()) {
+            let _ = writeln!(
+                r,
+                "| {n} | {} | {} | {:.3} ms | {:.3} ms | {:.2} MiB | {:.2} MiB |",
+                k.name(),
+                f.listed,
+                f.members_median.as_secs_f64() * 1e3,
+                f.members_p99.as_secs_f64() * 1e3,
+                f.rss_before_kib / 1024.0,
+                f.rss_streams_kib / 1024.0
+            );
+        }
+    }
+    let _ = writeln!(r, "\nRPC targets (every N):\n");
+    let _ = writeln!(r, "| figure | N | ours | Serf | target | met |");
+    let _ = writeln!(r, "|---|---|---|---|---|---|");
+    let sizes: std::collections::BTreeSet<usize> = results.keys().map(|(n, _)| *n).collect();
+    for n in sizes {
+        let (Some(ours), Some(serf)) = (rpc_of(n, Kind::Ours), rpc_of(n, Kind::Serf)) else {
+            continue;
+        };
+        let rows = [
+            (
+                "RPC members round trip (median)",
+                format!("{:.3} ms", ours.members_median.as_secs_f64() * 1e3),
+                format!("{:.3} ms", serf.members_median.as_secs_f64() * 1e3),
+                "<= Serf's".to_string(),
+                ours.members_median <= serf.members_median,
+            ),
+            (
+                "RSS with 50 streams",
+                format!("{:.2} MiB", ours.rss_streams_kib / 1024.0),
+                format!("{:.2} MiB", serf.rss_streams_kib / 1024.0),
+                "<= 6 MiB (5 MiB + 1 MiB)".to_string(),
+                ours.rss_streams_kib <= 6.0 * 1024.0,
+            ),
+            (
+                "RSS growth with 50 streams",
+                format!(
+                    "{:.2} MiB",
+                    (ours.rss_streams_kib - ours.rss_before_kib) / 1024.0
+                ),
+                format!(
+                    "{:.2} MiB",
+                    (serf.rss_streams_kib - serf.rss_before_kib) / 1024.0
+                ),
+                "<= 1 MiB".to_string(),
+                ours.rss_streams_kib - ours.rss_before_kib <= 1024.0,
             ),
         ];
         for (name, a, b, target, ok) in rows {

@@ -87,12 +87,13 @@ settings_group! {
         #[arg(long = "advertise", env = "GOSSIP_ADVERTISE", value_name = "IP[:PORT]")]
         #[serde(rename = "advertise")]
         pub advertise: Option<String>,
-        /// Address of the local control API [default: 127.0.0.1:7373]; any other than a
-        /// loopback address needs --rpc-token
+        /// Address of the local control API, HTTP and Serf's RPC on one port [default:
+        /// 127.0.0.1:7373]; any other than a loopback address needs --rpc-token
         #[arg(long = "rpc-addr", env = "GOSSIP_RPC_ADDR", value_name = "IP:PORT")]
         #[serde(rename = "rpc_addr")]
         pub rpc_addr: Option<String>,
-        /// Bearer token every control API request must carry (16 to 256 printable characters)
+        /// Bearer token every control API request must carry, and Serf's RPC `auth` key (16 to
+        /// 256 printable characters)
         #[arg(long = "rpc-token", env = "GOSSIP_RPC_TOKEN", value_name = "TOKEN", hide_env_values = true)]
         #[serde(rename = "rpc_token")]
         pub rpc_token: Option<String>,
