@@ -16,6 +16,9 @@ serf serf
 debootstrap debootstrap
 pgrep procps
 unshare util-linux
+ip iproute2
+dig bind9-dnsutils
+getent libc-bin
 go golang-go
 /usr/share/gocode/src/github.com/hashicorp/serf/client/rpc_client.go golang-github-hashicorp-serf-dev
 "

@@ -5,6 +5,7 @@ mod util;
 mod agent;
 mod attacks;
 mod cli;
+mod dns;
 mod handlers;
 mod security;
 mod serf;

@@ -20,8 +20,16 @@
 //! ```text
 //! cargo run --release -p gossip-bench -- compare --out BENCHMARKS.md
 //! ```
+//!
+//! `dns`: the built-in DNS server against dnsmasq, with dnsperf (module `dns`), appending
+//! its section to `BENCHMARKS.md`:
+//!
+//! ```text
+//! cargo run --release -p gossip-bench -- dns --out BENCHMARKS.md
+//! ```
 
 mod compare;
+mod dns;
 mod soak;
 
 use std::net::Ipv4Addr;
@@ -98,6 +106,21 @@ enum Cmd {
         #[arg(long, value_enum)]
         only: Option<compare::Kind>,
     },
+    /// The built-in DNS server against dnsmasq: throughput (dnsperf), latency, memory.
+    Dns {
+        /// Cluster sizes (members with the role asked for).
+        #[arg(long, value_delimiter = ',', default_value = "10,100")]
+        nodes: Vec<usize>,
+        /// dnsperf's run per server, in seconds.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Replace (or add) the DNS section of this markdown report.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The agent binary (default: build target/release/gossip-agent).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -155,6 +178,26 @@ fn main() {
                 serf,
                 out,
                 only,
+            });
+        }
+        Cmd::Dns {
+            nodes,
+            secs,
+            out,
+            agent_bin,
+        } => {
+            if nodes.is_empty() || nodes.iter().any(|n| !(2..=240).contains(n)) || secs == 0 {
+                eprintln!("error: invalid --nodes/--secs: sizes 2 to 240, at least a second");
+                std::process::exit(2);
+            }
+            let ours = agent_bin.unwrap_or_else(build_agent);
+            ensure_installed("dnsperf", "dnsperf");
+            ensure_installed("dnsmasq", "dnsmasq-base");
+            dns::dns(&dns::Opts {
+                sizes: nodes,
+                secs,
+                ours,
+                out,
             });
         }
     }

@@ -78,6 +78,9 @@ pub struct InfoResponse {
     /// User events dropped because a handler's queue was full.
     #[serde(default)]
     pub handler_events_dropped: u64,
+    /// The DNS server's counters, when it runs (`--dns-addr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<crate::dns::DnsStats>,
     /// The Lamport clocks: the times the next user event and query take.
     #[serde(default)]
     pub event_clock: u64,

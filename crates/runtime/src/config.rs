@@ -102,6 +102,8 @@ pub struct AgentConfig {
     pub rpc_addr: SocketAddr,
     /// Control API bearer token: every request must carry it when set.
     pub rpc_token: Option<String>,
+    /// The built-in DNS server, when on.
+    pub dns: Option<crate::dns::DnsConfig>,
     /// Gossip encryption, when on.
     pub keyring: Option<KeyringConfig>,
     /// Member snapshot file, if kept.
@@ -217,6 +219,12 @@ impl AgentConfig {
         if let Some(t) = &rpc_token {
             check_token(t).map_err(|e| bad("rpc-token", e))?;
         }
+        let dns = dns_config(
+            member.dns_addr.as_deref(),
+            member.dns_domain.as_deref(),
+            member.dns_ttl,
+            &member.dns_recursors,
+        )?;
         let keyring = KeyringConfig::resolve(
             member.encrypt.filter(|k| !k.is_empty()),
             member.keyring_file,
@@ -328,6 +336,7 @@ impl AgentConfig {
             advertise_port,
             rpc_addr,
             rpc_token,
+            dns,
             keyring,
             snapshot: member.snapshot,
             tags,
@@ -531,6 +540,85 @@ fn hostname() -> Result<String, ConfigError> {
     let h = nix::unistd::gethostname().map_err(|e| bad("node", format!("no hostname: {e}")))?;
     h.into_string()
         .map_err(|_| bad("node", "the hostname is not UTF-8; set --node"))
+}
+
+/// The DNS server's settings, checked; `None` without `--dns-addr`.
+fn dns_config(
+    addr: Option<&str>,
+    domain: Option<&str>,
+    ttl: Option<u32>,
+    recursors: &[String],
+) -> Result<Option<crate::dns::DnsConfig>, ConfigError> {
+    use crate::dns::{DnsConfig, Recursors};
+    let Some(addr) = addr.filter(|a| !a.is_empty()) else {
+        for (field, given) in [
+            ("dns-domain", domain.is_some()),
+            ("dns-ttl", ttl.is_some()),
+            ("dns-recursor", !recursors.is_empty()),
+        ] {
+            if given {
+                return Err(ConfigError::field(field, "needs --dns-addr"));
+            }
+        }
+        return Ok(None);
+    };
+    let addr = addr
+        .parse::<SocketAddr>()
+        .map_err(|e| ConfigError::field("dns-addr", e))?;
+    let mut domain = domain.unwrap_or("gossip.").trim().to_ascii_lowercase();
+    if !domain.ends_with('.') {
+        domain.push('.');
+    }
+    let valid = domain.len() > 1
+        && domain.len() <= 200
+        && domain.trim_end_matches('.').split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(ConfigError::field(
+            "dns-domain",
+            format!("{domain:?} is not a domain name (letters, digits, '-', dots)"),
+        ));
+    }
+    let ttl = ttl.unwrap_or(0);
+    if ttl > 86_400 {
+        return Err(ConfigError::field("dns-ttl", "at most 86400 seconds"));
+    }
+    let recursors = if recursors.iter().any(|r| r == "none") {
+        if recursors.len() > 1 {
+            return Err(ConfigError::field(
+                "dns-recursor",
+                "`none` cannot be combined with resolvers",
+            ));
+        }
+        Recursors::Refuse
+    } else if recursors.is_empty() {
+        Recursors::Forward(crate::dns::system_recursors(addr))
+    } else {
+        let mut out = Vec::new();
+        for r in recursors {
+            let a = r
+                .parse::<SocketAddr>()
+                .or_else(|_| {
+                    r.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    ConfigError::field("dns-recursor", format!("{r:?} is not IP[:PORT] or none"))
+                })?;
+            out.push(a);
+        }
+        Recursors::Forward(out)
+    };
+    Ok(Some(DnsConfig {
+        addr,
+        domain,
+        ttl,
+        recursors,
+    }))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! - [`watch`]: the HTTP streams (`/v1/stream`, `/v1/monitor`).
 //! - [`api`]: the API's JSON bodies, Serf-shaped member output and member filters.
 //! - [`crypt`]: gossip encryption: sealing, opening, the keyring file, key commands.
+//! - [`dns`]: the built-in DNS server (role and node names, forwarding).
 //! - [`resolve`]: join target resolution through hickory-resolver.
 //! - [`snapshot`]: the member snapshot a restarted agent rejoins through.
 //! - [`supervise`]: running the node's service as a child (readiness, drain, stop).
@@ -22,6 +23,7 @@ pub mod command;
 pub mod config;
 pub mod control;
 pub mod crypt;
+pub mod dns;
 pub mod error;
 pub mod logs;
 pub mod resolve;

@@ -117,6 +117,25 @@ settings_group! {
         #[arg(long = "reap-after", env = "GOSSIP_REAP_AFTER", value_name = "SECS")]
         #[serde(rename = "reap_after_secs")]
         pub reap_after: Option<u64>,
+        /// Serve DNS on this address, UDP and TCP: ROLE.DOMAIN, NAME.node.DOMAIN,
+        /// _ROLE._tcp.DOMAIN from the member table, other names forwarded [default: off]
+        #[arg(long = "dns-addr", env = "GOSSIP_DNS_ADDR", value_name = "IP:PORT")]
+        #[serde(rename = "dns_addr")]
+        pub dns_addr: Option<String>,
+        /// The DNS zone the agent answers for [default: gossip.]
+        #[arg(long = "dns-domain", env = "GOSSIP_DNS_DOMAIN", value_name = "DOMAIN")]
+        #[serde(rename = "dns_domain")]
+        pub dns_domain: Option<String>,
+        /// TTL of DNS answers, in seconds; 0: answers change the moment membership does
+        /// [default: 0]
+        #[arg(long = "dns-ttl", env = "GOSSIP_DNS_TTL", value_name = "SECS")]
+        #[serde(rename = "dns_ttl")]
+        pub dns_ttl: Option<u32>,
+        /// Where names outside the zone go: IP[:PORT], repeatable, or `none` (REFUSED)
+        /// [default: the nameservers of /etc/resolv.conf]
+        #[arg(long = "dns-recursor", env = "GOSSIP_DNS_RECURSOR", value_delimiter = ',', value_name = "IP[:PORT]|none")]
+        #[serde(rename = "dns_recursors")]
+        pub dns_recursors: Vec<String>,
     }
 }
 

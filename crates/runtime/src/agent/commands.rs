@@ -300,6 +300,7 @@ impl Driver {
                 },
             },
             handler_events_dropped: self.dispatcher.dropped(),
+            dns: self.dns.as_ref().map(|d| d.stats()),
             event_clock: self.node.clocks().event,
             query_clock: self.node.clocks().query,
         }

@@ -131,6 +131,28 @@ pub async fn run_with(
     if let Some(path) = &config.snapshot {
         tokio::spawn(crate::snapshot::keep(path.clone(), snapshot_rx.clone()));
     }
+    let dns_counters = match &config.dns {
+        Some(dns) => {
+            let sockets = crate::dns::bind(dns.addr)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    what: "DNS",
+                    addr: dns.addr,
+                    source,
+                })?;
+            let bound = sockets.0.local_addr()?;
+            let counters = Arc::new(crate::dns::DnsCounters::default());
+            tracing::info!(addr = %bound, domain = %dns.domain, recursors = ?dns.recursors, "DNS server started");
+            tokio::spawn(crate::dns::serve(
+                sockets,
+                dns.clone(),
+                snapshot_rx.clone(),
+                counters.clone(),
+            ));
+            Some(counters)
+        }
+        None => None,
+    };
     drop(snapshot_rx);
     let dispatcher = Dispatcher::spawn(config.handlers.clone(), config.dispatch);
 
@@ -196,6 +218,7 @@ pub async fn run_with(
         commands: cmd_tx.clone(),
         queries: BTreeMap::new(),
         hub,
+        dns: dns_counters,
         crypt,
         warnings: Warnings::default(),
         dropped_sealed: 0,
@@ -229,6 +252,8 @@ struct Driver {
     queries: BTreeMap<u64, (mpsc::UnboundedSender<crate::command::QueryProgress>, bool)>,
     /// Streams of events (Serf's RPC `stream`, `/v1/stream`).
     hub: Arc<crate::stream::Hub>,
+    /// The DNS server's counters, when it runs.
+    dns: Option<Arc<crate::dns::DnsCounters>>,
     /// Gossip encryption, when on.
     crypt: Option<Crypt>,
     /// Rate limits of warnings about dropped packets.
