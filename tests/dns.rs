@@ -195,6 +195,27 @@ fn dig_gets_every_record_type_and_case_from_the_agent() {
     assert_eq!(status(&ours), status(&theirs), "{ours}\n{theirs}");
     assert_ne!(status(&ours), "NONE", "{ours}");
 
+    // Shuffled on each answer (the answers are kept as bytes until membership changes, and
+    // shuffled in place), and in the letter case of each question.
+    let mut firsts = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let out = dig(&s, &["web.gossip", "A", "+short"]);
+        firsts.insert(out.lines().next().unwrap_or_default().to_string());
+    }
+    assert_eq!(
+        firsts.len(),
+        2,
+        "each address comes first at times: {firsts:?}"
+    );
+    for name in ["WeB.gossip", "wEb.GOSSIP"] {
+        let out = dig(&s, &[name, "A", "+noall", "+answer"]);
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(
+            out.lines().all(|l| l.starts_with(&format!("{name}."))),
+            "{out}"
+        );
+    }
+
     // Over TCP the same answers.
     assert_eq!(short(&s, &["web.gossip", "A", "+tcp"]), both);
 

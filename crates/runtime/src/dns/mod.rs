@@ -14,6 +14,7 @@
 //! [`TCP_IDLE`] without a query.
 
 pub mod answer;
+mod cache;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -146,6 +147,7 @@ struct Server {
     counters: Arc<DnsCounters>,
     forwards: Arc<Semaphore>,
     seed: AtomicU64,
+    cache: std::sync::Mutex<cache::Cache>,
 }
 
 /// Binds the DNS server's sockets (so a bad address is a start-up error).
@@ -183,6 +185,7 @@ pub async fn serve(
         counters,
         forwards: Arc::new(Semaphore::new(FORWARDS_MAX)),
         seed: AtomicU64::new(rand::random()),
+        cache: std::sync::Mutex::default(),
     });
     let udp = Arc::new(udp);
     tokio::join!(
@@ -197,6 +200,23 @@ impl Server {
     /// truncated to the client's size.
     fn local(&self, bytes: &[u8], udp: bool) -> Result<Option<Vec<u8>>, Box<Message>> {
         DnsCounters::inc(&self.counters.queries);
+        let question = cache::question(bytes, udp);
+        if let Some(q) = &question {
+            let snapshot = self.members.borrow().clone();
+            let mut c = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.at(&snapshot);
+            if let Some((out, nx)) = c.get(q, bytes) {
+                DnsCounters::inc(if nx {
+                    &self.counters.nxdomain
+                } else {
+                    &self.counters.answered
+                });
+                return Ok(Some(out));
+            }
+        }
         if bytes.len() > QUERY_MAX {
             DnsCounters::inc(&self.counters.dropped);
             return Ok(None);
@@ -212,10 +232,8 @@ impl Server {
         let seed = self
             .seed
             .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        let (outcome, kind) = {
-            let snapshot = self.members.borrow();
-            answer::answer(&req, &snapshot.members, &self.zone, seed)
-        };
+        let snapshot = self.members.borrow().clone();
+        let (outcome, kind) = answer::answer(&req, &snapshot.members, &self.zone, seed);
         let Outcome::Answer(mut resp) = outcome else {
             return Err(Box::new(req));
         };
@@ -236,6 +254,17 @@ impl Server {
             DnsCounters::inc(&self.counters.truncated);
             resp = resp.truncate();
             out = resp.to_vec().unwrap_or_default();
+        }
+        if let Some(q) = question
+            && kind != Kind::Refused
+        {
+            let mut c = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Answered from `snapshot`: kept only while it is still the current table.
+            c.at(&snapshot);
+            c.put(q, &out);
         }
         Ok(Some(out))
     }

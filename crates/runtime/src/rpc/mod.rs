@@ -4,8 +4,8 @@
 //! map, as every Serf request header does.
 //!
 //! A connection reads one request at a time ([`frame`] finds where a value ends; [`proto`]
-//! has the messages) and writes through one queue, so that answers, stream records, query
-//! records and log lines never interleave within a value. Streams (`stream`, `monitor`,
+//! has the messages) and writes each answer, stream record, query record and log line whole
+//! under one lock, so that they never interleave within a value. Streams (`stream`, `monitor`,
 //! `query`'s records) each run in their own task feeding that queue; they take records from
 //! bounded queues ([`crate::stream`], [`crate::logs`]), so a slow client loses records (told
 //! in its stream) and never slows the agent.
@@ -44,10 +44,6 @@ use proto::errors;
 pub fn starts_rpc(b: u8) -> bool {
     matches!(b, 0x80..=0x8f | 0xde | 0xdf)
 }
-
-/// Frames waiting to be written to one connection at most; past it, the stream tasks wait
-/// (and their bounded queues drop), command answers wait.
-const OUT_MAX: usize = 64;
 
 /// Queries a connection may hold for `respond` at most (the oldest is forgotten first).
 const PENDING_MAX: usize = 1024;
@@ -145,6 +141,17 @@ mod erased {
     }
 }
 
+/// The connection's writing half: answers are written by the request's handler, stream
+/// records by their tasks, one whole value at a time under the lock.
+#[derive(Clone)]
+struct Out(Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>);
+
+impl Out {
+    async fn send(&self, f: Vec<u8>) -> std::io::Result<()> {
+        self.0.lock().await.write_all(&f).await
+    }
+}
+
 /// A query delivered on one of this connection's streams, which `respond` may answer.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -182,7 +189,7 @@ impl Queries {
 struct Conn {
     state: State,
     peer: SocketAddr,
-    out: mpsc::Sender<Vec<u8>>,
+    out: Out,
     handshaken: bool,
     authed: bool,
     streams: HashMap<u64, JoinHandle<()>>,
@@ -200,16 +207,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
-    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_MAX);
-    let writer = tokio::spawn(async move {
-        while let Some(f) = out_rx.recv().await {
-            if wr.write_all(&f).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = stream.into_split();
+    let out = Out(Arc::new(tokio::sync::Mutex::new(wr)));
     tracing::debug!(%peer, "Serf RPC client connected");
     let mut conn = Conn {
         authed: state.token.is_none(),
@@ -250,9 +249,12 @@ pub async fn serve(
     for t in conn.tasks.drain(..) {
         t.abort();
     }
+    let out = conn.out.clone();
     drop(conn);
-    // What was answered goes out before the connection closes.
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        out.0.lock().await.shutdown().await
+    })
+    .await;
 }
 
 /// Whether a command's request has a body after its header.
@@ -262,7 +264,7 @@ fn has_body(command: &str) -> bool {
 
 impl Conn {
     async fn send(&self, f: Vec<u8>) -> Result<(), End> {
-        self.out.send(f).await.map_err(|_| End::Eof)
+        self.out.send(f).await.map_err(End::Io)
     }
 
     async fn reply(&self, seq: u64, error: &str) -> Result<(), End> {
@@ -293,7 +295,7 @@ impl Conn {
         }
         match cmd {
             "handshake" => {
-                let req: proto::Handshake = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 let e = if req.version != proto::IPC_VERSION {
                     errors::UNSUPPORTED_IPC_VERSION
                 } else if self.handshaken {
@@ -305,7 +307,7 @@ impl Conn {
                 self.reply(seq, e).await
             }
             "auth" => {
-                let req: proto::Auth = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 let ok = match &self.state.token {
                     Some(t) => same_token(req.auth_key.as_bytes(), t.as_bytes()),
                     None => req.auth_key.is_empty(),
@@ -319,7 +321,7 @@ impl Conn {
                     .await
             }
             "event" => {
-                let req: proto::Event = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 let ev = UserEvent {
                     name: req.name,
                     payload: req.payload,
@@ -333,7 +335,7 @@ impl Conn {
                 self.reply(seq, &e).await
             }
             "force-leave" => {
-                let req: proto::ForceLeave = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 let fl = ForceLeaveRequest { node: req.node };
                 let e = match ask_agent(&self.state, |tx| Command::ForceLeave(fl, tx)).await {
                     Some(Ok(_)) => String::new(),
@@ -343,7 +345,7 @@ impl Conn {
                 self.reply(seq, &e).await
             }
             "join" => {
-                let req: proto::Join = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 let (num, e) = match join_targets(&self.state, &req.existing).await {
                     Ok(j) => (j.joined.len() as i32, String::new()),
                     Err((_, e)) => (0, e),
@@ -356,7 +358,7 @@ impl Conn {
                     .await
             }
             "members-filtered" => {
-                let req: proto::MembersFiltered = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 let filter = match MemberFilter::new(&req) {
                     Ok(f) => f,
                     // Serf closes the connection on a bad pattern, without an answer.
@@ -372,7 +374,7 @@ impl Conn {
                     .await
             }
             "tags" => {
-                let req: proto::Tags = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 // Serf deletes, then sets: a name both deleted and set stays set.
                 let delete = req
                     .delete_tags
@@ -391,7 +393,7 @@ impl Conn {
                 self.reply(seq, &e).await
             }
             "stream" => {
-                let req: proto::Stream = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 let Ok(filter) = gossip_handlers::EventFilter::parse(&req.r#type) else {
                     return self.reply(seq, errors::INVALID_FILTER).await;
                 };
@@ -411,7 +413,7 @@ impl Conn {
                 Ok(())
             }
             "monitor" => {
-                let req: proto::Monitor = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 let level = match crate::logs::MonitorLevel::parse(&req.log_level) {
                     Ok(l) => l,
                     Err(e) => return self.reply(seq, &e).await,
@@ -426,7 +428,7 @@ impl Conn {
                 Ok(())
             }
             "stop" => {
-                let req: proto::Stop = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 if self.monitor.as_ref().is_some_and(|(s, _)| *s == req.stop)
                     && let Some((_, t)) = self.monitor.take()
                 {
@@ -446,7 +448,7 @@ impl Conn {
                 self.reply(seq, e).await
             }
             "query" => {
-                let req: proto::Query = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 let spec = QuerySpec {
                     name: req.name,
                     payload: req.payload,
@@ -473,7 +475,7 @@ impl Conn {
                 }
             }
             "respond" => {
-                let req: proto::Respond = r.decode().await?;
+                let req: proto::Body = r.decode().await?;
                 let found = self
                     .queries
                     .lock()
@@ -502,7 +504,7 @@ impl Conn {
                 let (op, key) = match cmd {
                     "list-keys" => (KeyOp::List, None),
                     c => {
-                        let req: proto::Key = r.decode().await?;
+                        let req: proto::Body = r.decode().await?;
                         let op = match c {
                             "install-key" => KeyOp::Install,
                             "use-key" => KeyOp::Use,
@@ -521,7 +523,7 @@ impl Conn {
                 self.reply_with(seq, "", &stats).await
             }
             "get-coordinate" => {
-                let _req: proto::GetCoordinate = r.decode().await?;
+                let _req: proto::Body = r.decode().await?;
                 // Coordinates are not computed by this agent yet: Serf's answer when it has
                 // none for the node.
                 let body = proto::CoordinateAnswer {
@@ -644,7 +646,7 @@ struct MemberFilter {
 }
 
 impl MemberFilter {
-    fn new(req: &proto::MembersFiltered) -> Result<Self, String> {
+    fn new(req: &proto::Body) -> Result<Self, String> {
         let re = |p: &str| {
             regex_lite::Regex::new(&format!("^(?:{p})$"))
                 .map_err(|e| format!("Failed to compile regex: {e}"))
@@ -674,7 +676,7 @@ impl MemberFilter {
 async fn forward_events(
     mut sub: crate::stream::Subscription,
     seq: u64,
-    out: mpsc::Sender<Vec<u8>>,
+    out: Out,
     queries: Arc<Mutex<Queries>>,
 ) {
     use crate::stream::Record;
@@ -750,7 +752,7 @@ async fn forward_events(
 }
 
 /// Feeds one `monitor`'s lines to the connection.
-async fn forward_logs(mut sub: crate::logs::LogSubscription, seq: u64, out: mpsc::Sender<Vec<u8>>) {
+async fn forward_logs(mut sub: crate::logs::LogSubscription, seq: u64, out: Out) {
     while let Some(line) = sub.rx.recv().await {
         let dropped = sub.take_dropped();
         if dropped > 0 {
@@ -773,11 +775,7 @@ async fn forward_logs(mut sub: crate::logs::LogSubscription, seq: u64, out: mpsc
 }
 
 /// Feeds one `query`'s acks and answers to the connection, then `done`.
-async fn forward_query(
-    mut rx: mpsc::UnboundedReceiver<QueryProgress>,
-    seq: u64,
-    out: mpsc::Sender<Vec<u8>>,
-) {
+async fn forward_query(mut rx: mpsc::UnboundedReceiver<QueryProgress>, seq: u64, out: Out) {
     while let Some(p) = rx.recv().await {
         let (kind, from, payload) = match p {
             QueryProgress::Started { .. } => continue,

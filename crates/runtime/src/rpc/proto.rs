@@ -104,57 +104,69 @@ pub struct ResponseHeader {
     pub error: String,
 }
 
-/// `handshake`.
+/// The body of any request: the union of every command's fields, each read when present
+/// (one decoder for all of them keeps the agent small; a command reads the fields it has).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct Handshake {
-    /// Must be 1.
+pub struct Body {
+    /// `handshake`: must be 1.
     pub version: i32,
-}
-
-/// `auth`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Auth {
-    /// The agent's `--rpc-token`.
+    /// `auth`: the agent's `--rpc-token`.
     #[serde(deserialize_with = "nullable")]
     pub auth_key: String,
-}
-
-/// `event`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Event {
-    /// Event name.
+    /// `event`, `query`: the name; `members-filtered`: a name pattern.
     #[serde(deserialize_with = "nullable")]
     pub name: String,
-    /// Payload.
+    /// `event`, `query`, `respond`: the payload.
     #[serde(with = "bytes")]
     pub payload: Vec<u8>,
-    /// Serf's coalesce flag.
+    /// `event`: Serf's coalesce flag.
     pub coalesce: bool,
-}
-
-/// `force-leave`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct ForceLeave {
-    /// The member.
+    /// `force-leave`, `get-coordinate`: the member.
     #[serde(deserialize_with = "nullable")]
     pub node: String,
-    /// Serf 0.8.2's `-prune`: forget it at once (we reap it on the usual schedule).
+    /// `force-leave`: Serf 0.8.2's `-prune` (we reap on the usual schedule).
     pub prune: bool,
-}
-
-/// `join`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Join {
-    /// `HOST[:PORT]` targets.
+    /// `join`: `HOST[:PORT]` targets.
     #[serde(deserialize_with = "nullable")]
     pub existing: Vec<String>,
-    /// Serf's replay of past user events (ours are never replayed to a joiner: ignored).
+    /// `join`: Serf's replay of past user events (never done: ignored).
     pub replay: bool,
+    /// `tags`: tags to set; `members-filtered`: tag name to pattern.
+    #[serde(deserialize_with = "nullable")]
+    pub tags: BTreeMap<String, String>,
+    /// `members-filtered`: a status pattern.
+    #[serde(deserialize_with = "nullable")]
+    pub status: String,
+    /// `install-key`, `use-key`, `remove-key`: the key, base64.
+    #[serde(deserialize_with = "nullable")]
+    pub key: String,
+    /// `monitor`: TRACE, DEBUG, INFO, WARN or ERR (any case).
+    #[serde(deserialize_with = "nullable")]
+    pub log_level: String,
+    /// `stream`: an event filter, as handlers take (`member-join,user:deploy`, `*`).
+    #[serde(deserialize_with = "nullable")]
+    pub r#type: String,
+    /// `stop`: the sequence number of the stream or monitor to end.
+    pub stop: u64,
+    /// `tags`: names to delete (a name also set stays set, as in Serf).
+    #[serde(deserialize_with = "nullable")]
+    pub delete_tags: Vec<String>,
+    /// `query`: only these members.
+    #[serde(deserialize_with = "nullable")]
+    pub filter_nodes: Vec<String>,
+    /// `query`: only members whose tags match (tag name to anchored pattern).
+    #[serde(deserialize_with = "nullable")]
+    pub filter_tags: BTreeMap<String, String>,
+    /// `query`: report acks.
+    pub request_ack: bool,
+    /// `query`: Serf's relay factor (our answers come back directly; ignored).
+    pub relay_factor: u8,
+    /// `query`: deadline in nanoseconds (Go's `time.Duration`); 0: Serf's default.
+    pub timeout: i64,
+    /// `respond`: the query's ID, as a stream record gave it.
+    #[serde(rename = "ID")]
+    pub id: u64,
 }
 
 /// Answer to `join`.
@@ -453,7 +465,7 @@ mod tests {
         rmp::encode::write_str(&mut buf, "uptime").unwrap();
         rmp::encode::write_str(&mut buf, "Payload").unwrap();
         rmp::encode::write_str(&mut buf, "hi").unwrap();
-        let q: Query = rmp_serde::from_slice(&buf).unwrap();
+        let q: Body = rmp_serde::from_slice(&buf).unwrap();
         assert!(q.filter_nodes.is_empty() && q.filter_tags.is_empty());
         assert!(q.request_ack);
         assert_eq!(q.timeout, 2_000_000_000);
@@ -468,7 +480,7 @@ mod tests {
         rmp::encode::write_uint(&mut buf, 3).unwrap();
         rmp::encode::write_str(&mut buf, "Payload").unwrap();
         rmp::encode::write_bin(&mut buf, &[0, 255]).unwrap();
-        let r: Respond = rmp_serde::from_slice(&buf).unwrap();
+        let r: Body = rmp_serde::from_slice(&buf).unwrap();
         assert_eq!((r.id, r.payload), (3, vec![0, 255]));
     }
 
