@@ -131,7 +131,7 @@ settings_group! {
         #[arg(long = "dns-ttl", env = "GOSSIP_DNS_TTL", value_name = "SECS")]
         #[serde(rename = "dns_ttl")]
         pub dns_ttl: Option<u32>,
-        /// Where names outside the zone go: IP[:PORT], repeatable, or `none` (REFUSED)
+        /// Where names outside the zone go: IP or IP:PORT, repeatable, or `none` (REFUSED)
         /// [default: the nameservers of /etc/resolv.conf]
         #[arg(long = "dns-recursor", env = "GOSSIP_DNS_RECURSOR", value_delimiter = ',', value_name = "IP[:PORT]|none")]
         #[serde(rename = "dns_recursors")]
