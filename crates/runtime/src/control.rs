@@ -35,6 +35,9 @@ pub struct State {
     pub token: Option<Arc<str>>,
     /// The fan-out of events to streams.
     pub hub: Arc<crate::stream::Hub>,
+    /// The member table as the agent last published it (on every change): Serf's RPC
+    /// `members` reads it without a round trip to the task that owns the node.
+    pub members: watch::Receiver<Arc<gossip_handlers::Snapshot>>,
 }
 
 /// Refuses (401, logged with the peer's address) a request without the configured token.

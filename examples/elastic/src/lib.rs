@@ -234,6 +234,12 @@ impl Demo {
         labels.insert("gossip-demo.role".into(), role.into());
         let network = self.network();
         let (image, dns) = match self.variant {
+            // Every container asks the dnsserver's agent for the cluster's names (through
+            // Docker's embedded DNS, which answers container names itself).
+            Variant::Agent if role != "dnsserver" => (
+                images::role_image(role),
+                Some(vec![self.ip("dnsserver").await?.to_string()]),
+            ),
             Variant::Agent => (images::role_image(role), None),
             // As in the original: every container asks the dnsserver for names.
             Variant::SerfScripts if role != "dnsserver" => (
@@ -250,6 +256,9 @@ impl Demo {
             stop_timeout: Some(STOP_TIMEOUT_SECS as i64),
             host_config: Some(HostConfig {
                 network_mode: Some(network.clone()),
+                // A bare role name resolves (`appserver`), through the agent's zone.
+                dns_search: (self.variant == Variant::Agent && dns.is_some())
+                    .then(|| vec!["gossip".to_string()]),
                 dns,
                 ..Default::default()
             }),

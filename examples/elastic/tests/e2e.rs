@@ -274,13 +274,42 @@ async fn scenario(demo: Demo) -> String {
         vec!["frontserver".to_string(), format!("http://{ip1}:8080")],
         "hipache list"
     );
-    // The dnsserver answers the members' names.
-    let (code, hosts) = demo
-        .exec("dnsserver", &["sh", "-c", "cat /etc/dnsmasq-docker/*"])
-        .await
-        .expect("hosts");
-    assert_eq!(code, 0);
-    assert!(hosts.contains(&format!("{ip1} frontserver1")), "{hosts}");
+    match demo.variant {
+        // The dnsserver's agent answers the cluster's names: glibc's resolver in the proxy
+        // container (started with --dns dnsserver --dns-search gossip) finds the frontserver
+        // by its role, bare and under the zone, and by its node name.
+        Variant::Agent => {
+            let want = ip1.to_string();
+            for name in [
+                "frontserver",
+                "frontserver.gossip",
+                "frontserver1.node.gossip",
+            ] {
+                let (code, out) = demo
+                    .exec("proxyserver", &["getent", "ahostsv4", name])
+                    .await
+                    .expect("getent");
+                let addrs: std::collections::BTreeSet<&str> = out
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .collect();
+                assert_eq!(
+                    (code, addrs.into_iter().collect::<Vec<_>>()),
+                    (0, vec![want.as_str()]),
+                    "getent ahostsv4 {name}: {out}"
+                );
+            }
+        }
+        // The dnsserver's dnsmasq answers the members' names from its hosts files.
+        Variant::SerfScripts => {
+            let (code, hosts) = demo
+                .exec("dnsserver", &["sh", "-c", "cat /etc/dnsmasq-docker/*"])
+                .await
+                .expect("hosts");
+            assert_eq!(code, 0);
+            assert!(hosts.contains(&format!("{ip1} frontserver1")), "{hosts}");
+        }
+    }
 
     analyse(
         &samples,

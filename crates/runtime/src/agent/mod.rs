@@ -169,6 +169,7 @@ pub async fn run_with(
             resolver: resolver.clone(),
             token: config.rpc_token.as_deref().map(Arc::from),
             hub: hub.clone(),
+            members: snapshot_tx.subscribe(),
         },
         stop_rx,
     ));

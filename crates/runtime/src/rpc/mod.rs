@@ -539,11 +539,10 @@ impl Conn {
         }
     }
 
+    /// The members, from the table the agent publishes on every change.
     async fn members(&self) -> Result<Vec<proto::Member>, End> {
-        let ms = ask_agent(&self.state, Command::Members)
-            .await
-            .ok_or(End::Stopped)?;
-        Ok(ms.iter().map(member).collect())
+        let snapshot = self.state.members.borrow().clone();
+        Ok(snapshot.members.iter().map(member).collect())
     }
 
     /// A key command, answered as Serf's: per-member errors, counts, and an error when a
