@@ -54,30 +54,13 @@ impl Client {
         let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let work = async {
             let resp = self.send(Method::POST, path, Some(body)).await?;
-            let status = resp.status();
-            let mut body = resp.into_body();
-            if !status.is_success() {
-                let bytes = body
-                    .collect()
-                    .await
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?
-                    .to_bytes();
-                return Err(refused(status, &bytes));
-            }
-            let mut buf: Vec<u8> = Vec::new();
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
-                if let Some(data) = frame.data_ref() {
-                    buf.extend_from_slice(data);
-                }
-                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=nl).collect();
-                    let value = serde_json::from_slice(&line)
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                    on_line(value);
-                }
-            }
-            Ok(())
+            lines(resp, |line| {
+                let value = serde_json::from_slice(line)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                on_line(value);
+                Ok(())
+            })
+            .await
         };
         tokio::time::timeout(self.timeout, work)
             .await
@@ -90,33 +73,12 @@ impl Client {
     pub async fn get_lines(
         &self,
         path: &str,
-        mut on_line: impl FnMut(&[u8]) -> Result<(), ClientError>,
+        on_line: impl FnMut(&[u8]) -> Result<(), ClientError>,
     ) -> Result<(), ClientError> {
         let resp = tokio::time::timeout(self.timeout, self.send(Method::GET, path, None))
             .await
             .map_err(|_| ClientError::Protocol(format!("no answer within {:?}", self.timeout)))??;
-        let status = resp.status();
-        let mut body = resp.into_body();
-        if !status.is_success() {
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-                .to_bytes();
-            return Err(refused(status, &bytes));
-        }
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
-            if let Some(data) = frame.data_ref() {
-                buf.extend_from_slice(data);
-            }
-            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                on_line(&line[..line.len() - 1])?;
-            }
-        }
-        Ok(())
+        lines(resp, on_line).await
     }
 
     /// `GET path`.
@@ -197,6 +159,36 @@ impl Client {
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
+}
+
+/// An answer's body line by line (each without its newline) as it arrives; an error status
+/// is the agent's refusal.
+async fn lines(
+    resp: hyper::Response<hyper::body::Incoming>,
+    mut on_line: impl FnMut(&[u8]) -> Result<(), ClientError>,
+) -> Result<(), ClientError> {
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
+        return Err(refused(status, &bytes));
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            buf.extend_from_slice(data);
+        }
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            on_line(&line[..line.len() - 1])?;
+        }
+    }
+    Ok(())
 }
 
 fn refused(status: hyper::StatusCode, bytes: &[u8]) -> ClientError {

@@ -327,21 +327,13 @@ impl Conn {
                     payload: req.payload,
                     coalesce: req.coalesce,
                 };
-                let e = match ask_agent(&self.state, |tx| Command::Event(ev, tx)).await {
-                    Some(Ok(_)) => String::new(),
-                    Some(Err(e)) => e.to_string(),
-                    None => crate::control::SHUTTING_DOWN.to_string(),
-                };
+                let e = error_text(ask_agent(&self.state, |tx| Command::Event(ev, tx)).await);
                 self.reply(seq, &e).await
             }
             "force-leave" => {
                 let req: proto::Body = r.decode().await?;
                 let fl = ForceLeaveRequest { node: req.node };
-                let e = match ask_agent(&self.state, |tx| Command::ForceLeave(fl, tx)).await {
-                    Some(Ok(_)) => String::new(),
-                    Some(Err(e)) => e.to_string(),
-                    None => crate::control::SHUTTING_DOWN.to_string(),
-                };
+                let e = error_text(ask_agent(&self.state, |tx| Command::ForceLeave(fl, tx)).await);
                 self.reply(seq, &e).await
             }
             "join" => {
@@ -385,11 +377,7 @@ impl Conn {
                     set: req.tags,
                     delete,
                 };
-                let e = match ask_agent(&self.state, |tx| Command::Tags(t, tx)).await {
-                    Some(Ok(_)) => String::new(),
-                    Some(Err(e)) => e.to_string(),
-                    None => crate::control::SHUTTING_DOWN.to_string(),
-                };
+                let e = error_text(ask_agent(&self.state, |tx| Command::Tags(t, tx)).await);
                 self.reply(seq, &e).await
             }
             "stream" => {
@@ -576,6 +564,15 @@ impl Conn {
             }
             Err((_, e)) => (e, proto::KeyAnswer::default()),
         }
+    }
+}
+
+/// A command's answer as Serf's `Error` field: empty on success.
+fn error_text<T, E: std::fmt::Display>(answer: Option<Result<T, E>>) -> String {
+    match answer {
+        Some(Ok(_)) => String::new(),
+        Some(Err(e)) => e.to_string(),
+        None => crate::control::SHUTTING_DOWN.to_string(),
     }
 }
 
