@@ -346,6 +346,10 @@ fn garbage_and_oversize_datagrams_are_dropped_and_counted() {
         Some(&["--dns-recursor=none"]),
     );
     let s = net.ip(1);
+    let up = wait_until(Duration::from_secs(10), || {
+        short(&s, &["web.gossip", "A"]) == [net.ip(1)]
+    });
+    assert!(up.is_some(), "the DNS server never answered");
     let sock = UdpSocket::bind(format!("{}:0", net.ip(99))).unwrap();
     let to = format!("{s}:53");
     sock.send_to(b"\x00", &to).unwrap();

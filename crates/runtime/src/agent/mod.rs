@@ -81,6 +81,20 @@ pub async fn run_with(
         config.advertise_port.unwrap_or(bound.port()),
     );
 
+    // The DNS server's sockets before the control API's: a control API that accepts
+    // connections means every socket of the agent is bound.
+    let dns_sockets = match &config.dns {
+        Some(dns) => Some(
+            crate::dns::bind(dns.addr)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    what: "DNS",
+                    addr: dns.addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.rpc_addr)
         .await
         .map_err(|source| AgentError::Bind {
@@ -131,15 +145,8 @@ pub async fn run_with(
     if let Some(path) = &config.snapshot {
         tokio::spawn(crate::snapshot::keep(path.clone(), snapshot_rx.clone()));
     }
-    let dns_counters = match &config.dns {
-        Some(dns) => {
-            let sockets = crate::dns::bind(dns.addr)
-                .await
-                .map_err(|source| AgentError::Bind {
-                    what: "DNS",
-                    addr: dns.addr,
-                    source,
-                })?;
+    let dns_counters = match (&config.dns, dns_sockets) {
+        (Some(dns), Some(sockets)) => {
             let bound = sockets.0.local_addr()?;
             let counters = Arc::new(crate::dns::DnsCounters::default());
             tracing::info!(addr = %bound, domain = %dns.domain, recursors = ?dns.recursors, "DNS server started");
@@ -151,7 +158,7 @@ pub async fn run_with(
             ));
             Some(counters)
         }
-        None => None,
+        _ => None,
     };
     drop(snapshot_rx);
     let dispatcher = Dispatcher::spawn(config.handlers.clone(), config.dispatch);
