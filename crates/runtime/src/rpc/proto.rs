@@ -177,21 +177,6 @@ pub struct JoinAnswer {
     pub num: i32,
 }
 
-/// `members-filtered`: anchored regular expressions.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct MembersFiltered {
-    /// Tag name to pattern.
-    #[serde(deserialize_with = "nullable")]
-    pub tags: BTreeMap<String, String>,
-    /// Status pattern; empty: any.
-    #[serde(deserialize_with = "nullable")]
-    pub status: String,
-    /// Name pattern; empty: any.
-    #[serde(deserialize_with = "nullable")]
-    pub name: String,
-}
-
 /// One member, as Serf's RPC describes it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -229,15 +214,6 @@ pub struct Members {
     pub members: Vec<Member>,
 }
 
-/// `install-key`, `use-key`, `remove-key`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Key {
-    /// The key, base64.
-    #[serde(deserialize_with = "nullable")]
-    pub key: String,
-}
-
 /// Answer to the key commands.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -252,80 +228,6 @@ pub struct KeyAnswer {
     pub num_err: i64,
     /// Members that answered.
     pub num_resp: i64,
-}
-
-/// `monitor`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Monitor {
-    /// TRACE, DEBUG, INFO, WARN or ERR (any case).
-    #[serde(deserialize_with = "nullable")]
-    pub log_level: String,
-}
-
-/// `stream`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Stream {
-    /// An event filter, as handlers take (`member-join,user:deploy`, `*`).
-    #[serde(deserialize_with = "nullable")]
-    pub r#type: String,
-}
-
-/// `stop`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Stop {
-    /// The sequence number of the stream or monitor to end.
-    pub stop: u64,
-}
-
-/// `tags`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Tags {
-    /// Tags to set.
-    #[serde(deserialize_with = "nullable")]
-    pub tags: BTreeMap<String, String>,
-    /// Tag names to delete (a name also set stays set, as in Serf).
-    #[serde(deserialize_with = "nullable")]
-    pub delete_tags: Vec<String>,
-}
-
-/// `query`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Query {
-    /// Only these members.
-    #[serde(deserialize_with = "nullable")]
-    pub filter_nodes: Vec<String>,
-    /// Only members whose tags match (tag name to anchored pattern).
-    #[serde(deserialize_with = "nullable")]
-    pub filter_tags: BTreeMap<String, String>,
-    /// Report acks.
-    pub request_ack: bool,
-    /// Serf's relay factor (our answers come back directly; ignored).
-    pub relay_factor: u8,
-    /// Deadline in nanoseconds (Go's `time.Duration`); 0: Serf's default.
-    pub timeout: i64,
-    /// Query name.
-    #[serde(deserialize_with = "nullable")]
-    pub name: String,
-    /// Payload.
-    #[serde(with = "bytes")]
-    pub payload: Vec<u8>,
-}
-
-/// `respond`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Respond {
-    /// The query's ID, as a stream record gave it.
-    #[serde(rename = "ID")]
-    pub id: u64,
-    /// The answer.
-    #[serde(with = "bytes")]
-    pub payload: Vec<u8>,
 }
 
 /// A record of a `query`'s answer stream: `ack`, `response` or `done`.
@@ -405,15 +307,6 @@ pub struct DroppedRecord {
     pub event: &'static str,
     /// Records lost since the last one told.
     pub count: u64,
-}
-
-/// `get-coordinate`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct GetCoordinate {
-    /// The member.
-    #[serde(deserialize_with = "nullable")]
-    pub node: String,
 }
 
 /// Serf's network coordinate (seconds).
