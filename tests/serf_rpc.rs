@@ -369,6 +369,12 @@ fn serf_go_client_works_against_our_agent_as_against_serf() {
             c.logs()
         );
         text.lines()
+            // Serf 0.8's agent streams a query's responses in a loop that reads the ack and
+            // response channels until its own timer says the deadline passed; when Serf
+            // closes those channels first, each read of a closed channel sends an empty
+            // response (cmd/serf/command/agent/ipc_query_response_stream.go), tens of them,
+            // once in a few hundred runs. Ours must never.
+            .filter(|l| c.kind == Kind::Ours || *l != "response  ")
             .map(|l| {
                 let mut l = l.to_string();
                 for (n, ip) in c.ips.iter().enumerate() {
@@ -388,6 +394,7 @@ fn serf_go_client_works_against_our_agent_as_against_serf() {
     let (o, s) = (run(&ours), run(&serf));
     assert_eq!(o, s, "ours first, then Serf's");
     assert!(o.contains(&"response a it is me".to_string()), "{o:#?}");
+    assert!(!o.contains(&"response  ".to_string()), "{o:#?}");
     assert!(o.contains(&"coordinate <nil>".to_string()), "{o:#?}");
     assert_eq!(o.last().map(String::as_str), Some("done"));
 }
