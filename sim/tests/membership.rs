@@ -169,6 +169,35 @@ fn crash_is_failed_on_all_and_restart_is_alive_without_flapping() {
     }
 }
 
+/// Every member reports a crashed member suspect before it reports it failed, also those
+/// that learnt of the suspicion from others (foca schedules its suspicion timer only where
+/// the probe failed): DNS answers and writers leave suspects out at once.
+#[test]
+fn every_member_reports_the_suspicion_before_the_failure() {
+    let seed = 15;
+    let mut sim = cluster(seed, 10);
+    sim.crash(4);
+    sim.run_until_true(10 * MS, 30 * S, |s| s.all_see("node4", Status::Failed))
+        .unwrap_or_else(|| panic!("seed {seed}: crash never detected"));
+    for ix in (0..10).filter(|&i| i != 4) {
+        let failed_at = sim
+            .events(ix)
+            .iter()
+            .find(|(_, e)| e.member.name() == "node4" && e.kind == EventKind::Failed)
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("seed {seed}: node{ix} saw no failure"));
+        let suspect_at = sim
+            .status_log
+            .iter()
+            .find(|(n, _, m)| *n == ix && m.name() == "node4" && m.status == Status::Suspect)
+            .map(|(_, t, _)| *t);
+        assert!(
+            suspect_at.is_some_and(|t| t < failed_at),
+            "seed {seed}: node{ix} reported node4 suspect at {suspect_at:?}, failed at {failed_at:?}"
+        );
+    }
+}
+
 #[test]
 fn quick_restart_before_detection_takes_its_place_silently() {
     let seed = 6;

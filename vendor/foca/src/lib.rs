@@ -1254,6 +1254,9 @@ where
         mut runtime: impl Runtime<T>,
     ) -> Result<()> {
         let id = update.id().clone();
+        // gossip-agent patch: read before `update` is moved into the broadcast.
+        let turned_suspect =
+            summary.apply_successful && summary.is_active_now && update.state() == State::Suspect;
 
         if summary.apply_successful {
             #[cfg(feature = "tracing")]
@@ -1300,6 +1303,13 @@ where
                 tracing::debug!(member_id = tracing::field::debug(&id), "Member down");
                 runtime.notify(Notification::MemberDown(&id));
             }
+        }
+
+        // gossip-agent patch: tell that a member is suspect, also when the suspicion came
+        // from another member (only the suspecting one schedules a timer). After MemberUp,
+        // for a member first learnt as suspect.
+        if turned_suspect {
+            runtime.notify(Notification::MemberSuspect(&id));
         }
 
         Ok(())
@@ -3157,6 +3167,28 @@ mod tests {
                 probe_number
             }
         );
+    }
+
+    // gossip-agent patch: MemberSuspect, also for a suspicion learnt from others.
+    #[test]
+    fn a_suspicion_learnt_from_gossip_is_notified() -> Result<()> {
+        let mut foca = Foca::new(ID::new(1), config(), rng(), codec());
+        let mut runtime = AccumulatingRuntime::new();
+        foca.apply_many(
+            [Member::alive(ID::new(2)), Member::alive(ID::new(3))].into_iter(),
+            true,
+            &mut runtime,
+        )?;
+        runtime.clear();
+        foca.apply(Member::suspect(ID::new(2)), &mut runtime)?;
+        expect_notification!(runtime, Notification::<ID>::MemberSuspect(&ID::new(2)));
+        // Not a second time for the same suspicion, and never for an alive update.
+        runtime.clear();
+        foca.apply(Member::suspect(ID::new(2)), &mut runtime)?;
+        foca.apply(Member::alive(ID::new(3)), &mut runtime)?;
+        reject_notification!(runtime, Notification::<ID>::MemberSuspect(&ID::new(2)));
+        reject_notification!(runtime, Notification::<ID>::MemberSuspect(&ID::new(3)));
+        Ok(())
     }
 
     #[test]

@@ -127,6 +127,14 @@ pub enum Notification<'a, T> {
     /// `Identity::renew()` functionality.
     Rejoin(&'a T),
 
+    // gossip-agent patch: a member turned suspect, whoever suspected it. Without it, a
+    // member that learns of a suspicion through gossip (not from its own failed probe)
+    // could not tell until the member was declared down.
+    /// An active member is now suspected of being down: by this instance (its probe
+    /// failed), or by another one whose suspicion reached us. Emitted for each update that
+    /// (re)applies a suspicion; `MemberDown` follows unless the member refutes it.
+    MemberSuspect(&'a T),
+
     #[cfg(feature = "unstable-notifications")]
     /// Foca successfully decoded data received via [`crate::Foca::handle_data`]
     ///
@@ -163,6 +171,7 @@ where
             Notification::Idle => OwnedNotification::Idle,
             Notification::Defunct => OwnedNotification::Defunct,
             Notification::Rejoin(id) => OwnedNotification::Rejoin(id.clone()),
+            Notification::MemberSuspect(id) => OwnedNotification::MemberSuspect(id.clone()),
             #[cfg(feature = "unstable-notifications")]
             Notification::DataReceived(h) => OwnedNotification::DataReceived(h.clone()),
             #[cfg(feature = "unstable-notifications")]
@@ -192,6 +201,8 @@ pub enum OwnedNotification<T> {
     Defunct,
     /// See [`Notification::Rejoin`]
     Rejoin(T),
+    /// See [`Notification::MemberSuspect`] (a gossip-agent patch)
+    MemberSuspect(T),
     #[cfg(feature = "unstable-notifications")]
     /// See [`Notification::DataReceived`]
     DataReceived(Header<T>),

@@ -383,15 +383,6 @@ impl Node {
         }
         while let Some((after, timer)) = self.membership.rt.to_schedule() {
             drained += 1;
-            // foca schedules this timer when a member turns suspect (our probe, or gossip).
-            if let foca::Timer::ChangeSuspectToDown { member_id, .. } = &timer
-                && self.suspicion.suspects.insert(member_id.key())
-            {
-                self.out.queue.push_back(Output::Status(MemberInfo {
-                    id: member_id.clone(),
-                    status: Status::Suspect,
-                }));
-            }
             let after = match &timer {
                 foca::Timer::ChangeSuspectToDown {
                     member_id,
@@ -521,6 +512,23 @@ impl Node {
                 {
                     self.send_full_state(peer.addr(), true);
                     self.schedule(JOIN_FOLLOW_UP, TimerEvent::StateRetry(1));
+                }
+                false
+            }
+            OwnedNotification::MemberSuspect(id) => {
+                // Reported once a suspicion, whoever raised it (our probe, or gossip);
+                // `settle_suspects` reports the member alive again if it refutes.
+                if self
+                    .membership
+                    .members
+                    .get(id.key())
+                    .is_some_and(|r| r.id == id && r.status == Status::Alive)
+                    && self.suspicion.suspects.insert(id.key())
+                {
+                    self.out.queue.push_back(Output::Status(MemberInfo {
+                        id,
+                        status: Status::Suspect,
+                    }));
                 }
                 false
             }
