@@ -7,7 +7,8 @@
 //!    (`--ready http://HOST:PORT/PATH`, `tcp://HOST:PORT` or `cmd:SHELL COMMAND`), so peers
 //!    never route to a service that cannot answer yet.
 //! 3. With `--health CHECK`, the node also advertises the tag `health=passing|critical`: it
-//!    joins as `critical`, and the check runs every 100 ms until it passes, then every
+//!    joins as `critical`, and the check runs (once the node has joined, when it joins
+//!    anyone; at most 10 s later) every 100 ms until it passes, then every
 //!    `--health-interval`, the tag following each change. Writers that select
 //!    `tag.health=passing` (as the demo's proxy does) route only to members that serve, even
 //!    when serving needs the cluster first (a frontserver needs to learn its appservers).
@@ -269,6 +270,7 @@ pub async fn run(mut config: AgentConfig, service: ServiceConfig) -> Result<i32,
         tokio::spawn(health_loop(
             check,
             service.health_interval,
+            !config.join.is_empty(),
             commands.clone(),
         ))
     });
@@ -322,8 +324,12 @@ pub const HEALTH_TAG: &str = "health";
 async fn health_loop(
     check: ReadyCheck,
     interval: Duration,
+    joins: bool,
     commands: tokio::sync::mpsc::Sender<crate::command::Command>,
 ) {
+    if joins {
+        wait_joined(&commands, HEALTH_JOIN_WAIT).await;
+    }
     let mut advertised = false;
     loop {
         let passing = probe(&check, interval.max(Duration::from_millis(500))).await;
@@ -360,6 +366,37 @@ async fn health_loop(
             Duration::from_millis(100)
         };
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// How long the first health check waits for the join.
+const HEALTH_JOIN_WAIT: Duration = Duration::from_secs(10);
+
+/// Returns once the agent has joined its cluster (it learnt the members from a seed), or
+/// after `limit`, or when the agent has stopped. The first health check waits for it: a check
+/// that goes through the cluster (the demo's frontserver asks an appserver, found by name
+/// through the agent) cannot pass before, and its failure may be remembered (nginx keeps a
+/// DNS answer, NXDOMAIN too, until its clock's next second).
+async fn wait_joined(
+    commands: &tokio::sync::mpsc::Sender<crate::command::Command>,
+    limit: Duration,
+) {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if commands
+            .send(crate::command::Command::Info(tx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match rx.await {
+            Ok(info) if info.joined => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
