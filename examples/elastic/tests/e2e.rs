@@ -221,6 +221,7 @@ async fn scenario(demo: Demo) -> String {
     let mut failed_at = None;
     let mut removed_at = None;
     let deadline = killed + Duration::from_secs(30);
+    let front1 = demo.ip("frontserver1").await.expect("ip");
     while (failed_at.is_none() || removed_at.is_none()) && Instant::now() < deadline {
         if failed_at.is_none() {
             let members = demo.members("frontserver1").await.expect("members");
@@ -232,20 +233,31 @@ async fn scenario(demo: Demo) -> String {
             }
         }
         if removed_at.is_none() {
-            // Where the frontservers learn appservers: their nginx upstream file (agent
-            // variant), or the dnsserver's hosts files they resolve through (Serf scripts).
-            let (host, cmd, needle) = match demo.variant {
-                Variant::Agent => (
-                    "frontserver1",
-                    "cat /etc/nginx/upstreams/appservers.conf",
-                    format!("{ip4}:"),
-                ),
+            // Where the frontservers learn appservers: the name appserver.gossip, answered
+            // by their own agent (agent variant, asked with dig from here), or the
+            // dnsserver's hosts files they resolve through (Serf scripts).
+            let gone = match demo.variant {
+                Variant::Agent => {
+                    let out = std::process::Command::new("dig")
+                        .args(["+short", "+time=1", "+tries=1", "-p", "8600"])
+                        .arg(format!("@{front1}"))
+                        .arg("appserver.gossip")
+                        .output()
+                        .expect("dig (bind9-dnsutils, which test.sh installs)");
+                    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+                    out.status.success()
+                        && answer.lines().any(|l| !l.is_empty())
+                        && !answer.lines().any(|l| l.trim() == ip4.to_string())
+                }
                 Variant::SerfScripts => {
-                    ("dnsserver", "cat /etc/dnsmasq-docker/*", format!("{ip4} "))
+                    let (_, conf) = demo
+                        .exec("dnsserver", &["sh", "-c", "cat /etc/dnsmasq-docker/*"])
+                        .await
+                        .expect("cat");
+                    !conf.contains(&format!("{ip4} "))
                 }
             };
-            let (_, conf) = demo.exec(host, &["sh", "-c", cmd]).await.expect("cat");
-            if !conf.contains(&needle) {
+            if gone {
                 removed_at = Some(Instant::now());
             }
         }
@@ -458,7 +470,7 @@ fn analyse(
     let _ = writeln!(
         r,
         "\ndocker kill appserver4: failed on frontserver1 after {}; gone from where frontserver1 learns appservers \
-         (its nginx upstream; the dnsserver's hosts files for the Serf scripts) after {}; \
+         (its agent's answer for appserver.gossip; the dnsserver's hosts files for the Serf scripts) after {}; \
          {} requests were slowed by a connect timeout to it (nginx then asked appserver1), the last \
          starting {} after the kill; failed requests in that phase: see the table.",
         failed_at

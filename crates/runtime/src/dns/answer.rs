@@ -6,21 +6,23 @@
 //!
 //! | name | answer |
 //! |---|---|
-//! | `ROLE.DOMAIN`, `ROLE.role.DOMAIN` | A/AAAA of every live, healthy member with that role; SRV too |
+//! | `ROLE.DOMAIN`, `ROLE.role.DOMAIN` | A/AAAA of every alive, healthy member with that role; SRV too |
 //! | `KEY-VALUE.ROLE.DOMAIN`, `KEY-VALUE.ROLE.role.DOMAIN` | the same, only members with tag KEY=VALUE |
 //! | `_ROLE._tcp.DOMAIN` | SRV: `NAME.node.DOMAIN`, port from the member's `port` tag, A/AAAA as additional records |
 //! | `NAME.node.DOMAIN` | that live member's address |
 //! | `DOMAIN` | SOA |
 //!
-//! Live means alive or suspect (a suspect member is not yet judged failed: dropping it at
-//! the first lost probe would make answers flap); healthy means no `health` tag, or
-//! `health=passing`. A name no member could match is NXDOMAIN; a known name asked for another
+//! A role's members are the alive ones, or, when none is alive, the suspect ones: a member
+//! that missed a probe leaves the answer at once (as it leaves the writers' files), yet a
+//! role whose every member is suspect is still answered (a suspect is not yet judged
+//! failed, and an empty answer would fail every client). A node name answers while its
+//! member is alive or suspect. Healthy means no `health` tag, or `health=passing`. A name no member could match is NXDOMAIN; a known name asked for another
 //! type is NOERROR with no answer; both carry the zone's SOA in the authority section. Any
 //! name outside the zone is [`Outcome::Forward`]ed (or refused).
 
 use std::net::IpAddr;
 
-use gossip_core::MemberInfo;
+use gossip_core::{MemberInfo, Status};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -121,6 +123,7 @@ pub fn answer(req: &Message, members: &[MemberInfo], zone: &Zone, seed: u64) -> 
             let role = &srv_role[1..];
             let mut ms = role_members(members, role, None);
             if let Some(v) = &mut ms {
+                prefer_alive(v, RecordType::SRV);
                 v.shuffle(&mut rng);
             }
             return match ms {
@@ -142,8 +145,11 @@ pub fn answer(req: &Message, members: &[MemberInfo], zone: &Zone, seed: u64) -> 
     let Some(mut ms) = selected else {
         return negative(resp, soa, ResponseCode::NXDomain);
     };
-    ms.shuffle(&mut rng);
     let is_node = rel.len() == 2 && rel[1] == "node";
+    if !is_node {
+        prefer_alive(&mut ms, qtype);
+    }
+    ms.shuffle(&mut rng);
     let mut any = false;
     for m in &ms {
         if let Some(r) = address_record(&name, m, qtype, zone.ttl) {
@@ -204,6 +210,23 @@ fn role_members<'a>(
             .filter(|m| m.tags().get("health").is_none_or(|h| h == "passing"))
             .collect(),
     )
+}
+
+/// Drops the suspect members of `ms` when an alive one gives a record of `qtype` (an IPv4
+/// address for A, IPv6 for AAAA, a port for SRV): suspects answer only in place of nobody.
+fn prefer_alive(ms: &mut Vec<&MemberInfo>, qtype: RecordType) {
+    let gives = |m: &MemberInfo| match qtype {
+        RecordType::A => m.addr().is_ipv4(),
+        RecordType::AAAA => m.addr().is_ipv6(),
+        RecordType::SRV => m
+            .tags()
+            .get("port")
+            .is_some_and(|p| p.parse::<u16>().is_ok()),
+        _ => true,
+    };
+    if ms.iter().any(|m| m.status == Status::Alive && gives(m)) {
+        ms.retain(|m| m.status == Status::Alive);
+    }
 }
 
 /// The A or AAAA record of `m` under `name`, when its address is of the type asked for.
@@ -274,7 +297,7 @@ pub fn soa(zone: &Zone) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gossip_core::{NodeId, Status};
+    use gossip_core::NodeId;
     use hickory_proto::op::{Edns, Query};
 
     fn m(name: &str, ip: &str, status: Status, tags: &[(&str, &str)]) -> MemberInfo {
@@ -367,17 +390,47 @@ mod tests {
     }
 
     #[test]
-    fn a_role_is_its_live_healthy_members() {
+    fn a_role_is_its_alive_healthy_members() {
         for name in ["web.gossip.", "WEB.Gossip.", "web.role.gossip."] {
             let r = reply(name, RecordType::A);
             assert_eq!(r.metadata.response_code, ResponseCode::NoError);
             assert!(r.metadata.authoritative);
-            assert_eq!(ips(&r), ["10.0.0.1", "10.0.0.2"], "{name}");
+            assert_eq!(ips(&r), ["10.0.0.1"], "{name}: not the suspect web2");
             assert!(r.answers.iter().all(|a| a.ttl == 0));
         }
         assert_eq!(ips(&reply("web.gossip.", RecordType::AAAA)), ["fd00::6"]);
         let both = reply("web.gossip.", RecordType::ANY);
-        assert_eq!(ips(&both).len(), 3);
+        assert_eq!(ips(&both).len(), 2);
+    }
+
+    #[test]
+    fn suspects_answer_only_when_no_member_is_alive() {
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            Name::from_ascii("web.gossip.").unwrap(),
+            RecordType::A,
+        ));
+        let mut members = fleet();
+        for m in &mut members {
+            if m.id.name() == "web1" {
+                m.status = Status::Suspect;
+            }
+        }
+        let Outcome::Answer(r) = answer(&q, &members, &zone(), 7).0 else {
+            panic!()
+        };
+        // No IPv4 member is alive: the suspects answer A (the alive IPv6 one gives none).
+        assert_eq!(ips(&r), ["10.0.0.1", "10.0.0.2"]);
+        // For any type, the alive IPv6 member answers alone.
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            Name::from_ascii("web.gossip.").unwrap(),
+            RecordType::ANY,
+        ));
+        let Outcome::Answer(r) = answer(&q, &members, &zone(), 7).0 else {
+            panic!()
+        };
+        assert_eq!(ips(&r), ["fd00::6"]);
     }
 
     #[test]
@@ -445,15 +498,12 @@ mod tests {
             srv.sort();
             assert_eq!(
                 srv,
-                [
-                    ("web1.node.gossip.".to_string(), 80),
-                    ("web2.node.gossip.".to_string(), 8080)
-                ],
-                "{name}"
+                [("web1.node.gossip.".to_string(), 80)],
+                "{name}: not the suspect web2"
             );
             assert_eq!(
                 r.additionals.len(),
-                2,
+                1,
                 "{name}: addresses as additional records"
             );
         }
