@@ -227,6 +227,10 @@ pub struct MembersArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Print the list again at each change of the member table, until interrupted (a
+    /// blocking query: no polling)
+    #[arg(long)]
+    pub watch: bool,
     /// Control API.
     #[command(flatten)]
     pub rpc: RpcArgs,

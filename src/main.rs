@@ -257,11 +257,50 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
                 &m.tags,
             )
             .map_err(|e| ClientError::Usage(e.to_string()))?;
-            let mut resp: MembersResponse = m.rpc.client().get("/v1/members").await?;
-            resp.members.retain(|x| filter.matches(x));
-            match m.format {
-                Format::Json => println!("{}", to_json(&resp)),
-                Format::Text => print!("{}", members_text(&resp.members)),
+            if !m.watch {
+                let mut resp: MembersResponse = m.rpc.client().get("/v1/members").await?;
+                resp.members.retain(|x| filter.matches(x));
+                match m.format {
+                    // Serf's shape: the members alone.
+                    Format::Json => {
+                        println!("{}", to_json(&serde_json::json!({"members": resp.members})))
+                    }
+                    Format::Text => print!("{}", members_text(&resp.members)),
+                }
+                return Ok(());
+            }
+            // Blocking queries: each answers at the next change of the table (or after 5
+            // minutes, unchanged, and is asked again). Index 0 answers at once.
+            let client = m
+                .rpc
+                .client()
+                .with_timeout(std::time::Duration::from_secs(330));
+            let mut index = 0;
+            let mut shown: Option<Vec<gossip_runtime::api::MemberJson>> = None;
+            loop {
+                let mut resp: MembersResponse = client
+                    .get(&format!("/v1/members?index={index}&wait=5m"))
+                    .await?;
+                index = resp.index;
+                resp.members.retain(|x| filter.matches(x));
+                // A change outside the filter changes nothing shown.
+                if shown.as_ref() == Some(&resp.members) {
+                    continue;
+                }
+                match m.format {
+                    Format::Json => {
+                        println!("{}", serde_json::to_string(&resp).unwrap_or_default())
+                    }
+                    Format::Text => {
+                        if shown.is_some() {
+                            println!();
+                        }
+                        print!("{}", members_text(&resp.members));
+                    }
+                }
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                shown = Some(resp.members);
             }
         }
         Command::Join(Apart(j)) => {

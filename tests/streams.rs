@@ -320,3 +320,134 @@ fn a_stream_that_is_not_read_loses_records_and_never_slows_the_agent() {
 fn serde_bytes(b: &[u8]) -> serde_json::Value {
     serde_json::Value::Array(b.iter().map(|x| (*x).into()).collect())
 }
+
+/// `GET path` on `rpc` with a read limit: (status, the `X-Gossip-Index` header, body, when
+/// the answer had arrived).
+fn get_indexed(
+    rpc: SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> (u16, Option<u64>, String, Instant) {
+    let mut s = TcpStream::connect(rpc).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.write_all(&gossip_testkit::http::encode("GET", path, ""))
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let at = Instant::now();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let index = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("x-gossip-index")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    });
+    (status, index, body.to_string(), at)
+}
+
+/// Consul's blocking query on `/v1/members`: with the current index it answers at the next
+/// change of the member table, within 100 ms of it and not before; when the wait ends first,
+/// unchanged; with an older index, at once. The index is in the header and the body.
+#[test]
+fn a_blocking_members_query_answers_at_the_change_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path(), "a", 1, None);
+    let b = agent(dir.path(), "b", 2, Some(&a));
+    assert!(
+        wait_until(Duration::from_secs(10), || crate::util::sees(
+            &a, "b", "alive"
+        ))
+        .is_some()
+    );
+    let (status, index, body, _) = get_indexed(a.rpc, "/v1/members", Duration::from_secs(5));
+    assert_eq!(status, 200, "{body}");
+    let index = index.expect("X-Gossip-Index");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["index"], index, "{body}");
+
+    // The wait ends first: the same table, the same index, not before the wait.
+    let asked = Instant::now();
+    let (status, same, _, at) = get_indexed(
+        a.rpc,
+        &format!("/v1/members?index={index}&wait=400ms"),
+        Duration::from_secs(5),
+    );
+    assert_eq!((status, same), (200, Some(index)));
+    assert!(at - asked >= Duration::from_millis(400), "{:?}", at - asked);
+
+    // An older index answers at once; a wait that is no duration is refused, naming it.
+    let asked = Instant::now();
+    let (_, now, _, at) = get_indexed(
+        a.rpc,
+        &format!("/v1/members?index={}&wait=30s", index - 1),
+        Duration::from_secs(5),
+    );
+    assert_eq!(now, Some(index));
+    assert!(at - asked < Duration::from_secs(1));
+    let (status, _, body, _) = get_indexed(
+        a.rpc,
+        &format!("/v1/members?index={index}&wait=soon"),
+        Duration::from_secs(5),
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("wait"), "{body}");
+
+    // A change: c joins. A poller sees it in the plain list; the blocking query must have
+    // answered within 100 ms of that, and not before c started.
+    let rpc = a.rpc;
+    let blocked = std::thread::spawn(move || {
+        get_indexed(
+            rpc,
+            &format!("/v1/members?index={index}&wait=30s"),
+            Duration::from_secs(35),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!blocked.is_finished(), "answered before any change");
+    let started = Instant::now();
+    let _c = agent(dir.path(), "c", 3, Some(&b));
+    let mut seen_at = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen_at.is_none() && Instant::now() < deadline {
+        if crate::util::status_of(a.rpc, "c").is_some() {
+            seen_at = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seen_at = seen_at.expect("a never listed c");
+    let (status, next, body, answered) = blocked.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(next.is_some_and(|n| n > index), "{next:?} after {index}");
+    assert!(answered >= started, "answered before c started");
+    assert!(
+        answered <= seen_at + Duration::from_millis(100),
+        "answered {:?} after the poller saw c",
+        answered - seen_at
+    );
+    assert!(body.contains("\"c\""), "{body}");
+}
+
+/// `members --watch` prints the table, then again when a member joins (a blocking query
+/// each time), until it is stopped.
+#[test]
+fn members_watch_prints_the_table_again_on_each_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path(), "a", 4, None);
+    let rpc = a.rpc.to_string();
+    let watch = Lines::spawn(&["members", "--watch", "--rpc-addr", &rpc]);
+    assert!(
+        watch
+            .wait_for(|| {}, |l| l.starts_with("a ") || l.starts_with("a\t"))
+            .is_some(),
+        "no first table"
+    );
+    let _b = agent(dir.path(), "b", 5, Some(&a));
+    let line = watch.wait_for(|| {}, |l| l.starts_with('b') && l.contains("alive"));
+    assert!(line.is_some(), "b never shown");
+}

@@ -124,6 +124,7 @@ fn check_members(members: &[MemberInfo]) {
     let snapshot = Snapshot {
         members: members.to_vec(),
         local: local(),
+        index: 0,
     };
     for flag in [
         "nginx:path=/nonexistent/upstream.conf,upstream=app,default_port=8080",

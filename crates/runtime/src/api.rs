@@ -51,6 +51,10 @@ impl From<&MemberInfo> for MemberJson {
 pub struct MembersResponse {
     /// This node first, then the others in first-seen order.
     pub members: Vec<MemberJson>,
+    /// The member table's index (also in the `X-Gossip-Index` header): ask again with
+    /// `?index=THIS&wait=30s` to be answered at the next change.
+    #[serde(default)]
+    pub index: u64,
 }
 
 /// `GET /v1/info`.

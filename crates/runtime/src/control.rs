@@ -212,14 +212,93 @@ async fn ask<T>(
         .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN))
 }
 
-async fn members(AxState(s): AxState<State>) -> Response {
-    match ask(&s, Command::Members).await {
-        Ok(ms) => Json(MembersResponse {
-            members: ms.iter().map(MemberJson::from).collect(),
-        })
-        .into_response(),
-        Err(r) => r,
+/// The query of `GET /v1/members`: Consul's blocking query.
+#[derive(Debug, serde::Deserialize)]
+struct MembersQuery {
+    /// Answer once the member table's index is past this one.
+    index: Option<u64>,
+    /// How long to wait for that (`30s`, `500ms`, `2m`; a bare number is seconds).
+    wait: Option<String>,
+}
+
+/// The header that carries the member table's index.
+pub const INDEX_HEADER: &str = "x-gossip-index";
+/// The longest and the default wait of a blocking query (Consul's).
+const WAIT_MAX: Duration = Duration::from_secs(600);
+const WAIT_DEFAULT: Duration = Duration::from_secs(300);
+
+/// `5s`, `250ms`, `2m`, or seconds.
+fn parse_wait(w: &str) -> Option<Duration> {
+    let (n, unit) = match w.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => w.split_at(i),
+        None => (w, "s"),
+    };
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
     }
+}
+
+async fn members(
+    AxState(s): AxState<State>,
+    axum::extract::Query(q): axum::extract::Query<MembersQuery>,
+) -> Response {
+    let Some(seen) = q.index else {
+        // No index: now, from the node itself (the published table may be a tick behind).
+        let index = s.members.borrow().index;
+        return match ask(&s, Command::Members).await {
+            Ok(ms) => with_index(
+                MembersResponse {
+                    members: ms.iter().map(MemberJson::from).collect(),
+                    index,
+                },
+                index,
+            ),
+            Err(r) => r,
+        };
+    };
+    let wait = match q.wait.as_deref().map(parse_wait) {
+        None => WAIT_DEFAULT,
+        Some(Some(w)) => w.min(WAIT_MAX),
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "wait: expected a duration such as 30s, 500ms or 2m",
+            );
+        }
+    };
+    // Blocking: the table as published, once its index is past `seen` or the wait is over.
+    let mut rx = s.members.clone();
+    let deadline = tokio::time::Instant::now() + wait;
+    let snap = loop {
+        let snap = rx.borrow_and_update().clone();
+        if snap.index != seen {
+            // Past it, or behind it (a restarted agent starts again at 1): answer now.
+            break snap;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return error(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN),
+            Err(_) => break snap,
+        }
+    };
+    with_index(
+        MembersResponse {
+            members: snap.members.iter().map(MemberJson::from).collect(),
+            index: snap.index,
+        },
+        snap.index,
+    )
+}
+
+fn with_index(body: MembersResponse, index: u64) -> Response {
+    let mut r = Json(body).into_response();
+    r.headers_mut()
+        .insert(INDEX_HEADER, header::HeaderValue::from(index));
+    r
 }
 
 async fn info(AxState(s): AxState<State>) -> Response {

@@ -47,6 +47,7 @@ mod tests {
         let s = Snapshot {
             members: vec![a.clone(), mk("evil", "10.0.0.9", "x y;$(rm)")],
             local: a.id,
+            index: 0,
         };
         let r = DnsmasqRender {
             selector: Selector::all(),

@@ -33,6 +33,10 @@ pub struct Snapshot {
     pub members: Vec<MemberInfo>,
     /// This node.
     pub local: NodeId,
+    /// Which table this is: one more each time the agent publishes a changed one (members
+    /// joined, left, failed, turned suspect or changed tags), so a client that saw index N
+    /// can wait for the next (`GET /v1/members?index=N&wait=30s`).
+    pub index: u64,
 }
 
 /// A writer failure. Retryable ones are tried again with backoff.

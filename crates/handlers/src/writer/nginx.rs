@@ -78,6 +78,7 @@ mod tests {
                 ),
             ],
             local: local.id,
+            index: 0,
         };
         let r = NginxRender {
             upstream: "app".into(),
@@ -97,6 +98,7 @@ mod tests {
         let empty = Snapshot {
             members: vec![],
             local: s.local.clone(),
+            index: 0,
         };
         assert!(
             String::from_utf8(r.render(&empty))

@@ -173,8 +173,12 @@ mod tests {
         std::fs::write(&p, template).unwrap();
         let local = members[0].id.clone();
         let r = TemplateRender::load(&p, Selector::all(), live(), ports()).unwrap();
-        r.render(&Snapshot { members, local })
-            .map(|b| String::from_utf8(b).unwrap())
+        r.render(&Snapshot {
+            members,
+            local,
+            index: 0,
+        })
+        .map(|b| String::from_utf8(b).unwrap())
     }
 
     /// Issue 21, item 10: a hostile `port` tag cannot reach the output through `m.port`, and
@@ -231,6 +235,7 @@ mod tests {
         let s = Snapshot {
             members: vec![a.clone(), mk("a", "10.0.0.1")],
             local: a.id,
+            index: 0,
         };
         let r = TemplateRender::load(&p, Selector::all(), live(), ports()).unwrap();
         assert_eq!(

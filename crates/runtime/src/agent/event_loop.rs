@@ -112,7 +112,12 @@ impl Driver {
                 && cur.members.len() == members.len()
                 && cur.members.iter().zip(&members).all(|(a, b)| a == b);
             if !same {
-                *cur = Arc::new(Snapshot { members, local });
+                let index = cur.index + 1;
+                *cur = Arc::new(Snapshot {
+                    members,
+                    local,
+                    index,
+                });
             }
             !same
         });

@@ -136,6 +136,7 @@ pub async fn run_with(
     let first = Arc::new(Snapshot {
         members: node.members(),
         local: node.identity().clone(),
+        index: 1,
     });
     let (snapshot_tx, snapshot_rx) = watch::channel(first);
     for w in writers {
