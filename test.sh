@@ -21,6 +21,8 @@ dig bind9-dnsutils
 getent libc-bin
 go golang-go
 /usr/share/gocode/src/github.com/hashicorp/serf/client/rpc_client.go golang-github-hashicorp-serf-dev
+prometheus prometheus
+promtool prometheus
 "
 
 missing=()
@@ -39,7 +41,7 @@ if ((${#missing[@]})); then
       echo "test.sh: apt-get could not install ${missing[*]}; the tests that drive them will fail" >&2
     }
     # Installing a server may start a system instance of it; the tests start their own.
-    for pair in "nginx-light nginx" "redis-server redis-server"; do
+    for pair in "nginx-light nginx" "redis-server redis-server" "prometheus prometheus"; do
       read -r package program <<<"$pair"
       if [[ " ${missing[*]} " == *" $package "* ]]; then pkill -x "$program" || true; fi
     done

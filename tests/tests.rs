@@ -7,6 +7,7 @@ mod attacks;
 mod cli;
 mod dns;
 mod handlers;
+mod metrics;
 mod security;
 mod serf;
 mod serf_rpc;

@@ -102,6 +102,8 @@ pub struct AgentConfig {
     pub rpc_addr: SocketAddr,
     /// Control API bearer token: every request must carry it when set.
     pub rpc_token: Option<String>,
+    /// The metrics-only listener (`--metrics-addr`), when set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The built-in DNS server, when on.
     pub dns: Option<crate::dns::DnsConfig>,
     /// Gossip encryption, when on.
@@ -219,6 +221,12 @@ impl AgentConfig {
         if let Some(t) = &rpc_token {
             check_token(t).map_err(|e| bad("rpc-token", e))?;
         }
+        let metrics_addr = member
+            .metrics_addr
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .map(|a| a.parse::<SocketAddr>().map_err(|e| bad("metrics-addr", e)))
+            .transpose()?;
         let dns = dns_config(
             member.dns_addr.as_deref(),
             member.dns_domain.as_deref(),
@@ -336,6 +344,7 @@ impl AgentConfig {
             advertise_port,
             rpc_addr,
             rpc_token,
+            metrics_addr,
             dns,
             keyring,
             snapshot: member.snapshot,

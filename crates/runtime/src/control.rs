@@ -94,6 +94,7 @@ fn router(state: State) -> Router {
         .route("/v1/keys", post(keys))
         .route("/v1/stream", get(crate::watch::stream))
         .route("/v1/monitor", get(crate::watch::monitor))
+        .route("/metrics", get(crate::metrics::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }

@@ -53,7 +53,7 @@ pub enum AgentError {
     /// A socket could not be bound.
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
-        /// gossip or control API.
+        /// gossip, DNS, metrics or control API.
         what: &'static str,
         /// The address.
         addr: std::net::SocketAddr,

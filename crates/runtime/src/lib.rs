@@ -26,6 +26,7 @@ pub mod crypt;
 pub mod dns;
 pub mod error;
 pub mod logs;
+pub mod metrics;
 pub mod resolve;
 pub mod rpc;
 pub mod settings;

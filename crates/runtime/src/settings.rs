@@ -117,6 +117,11 @@ settings_group! {
         #[arg(long = "reap-after", env = "GOSSIP_REAP_AFTER", value_name = "SECS")]
         #[serde(rename = "reap_after_secs")]
         pub reap_after: Option<u64>,
+        /// Also serve Prometheus metrics (GET /metrics, nothing else, no token) on this
+        /// address [default: off; /metrics on the control API always]
+        #[arg(long = "metrics-addr", env = "GOSSIP_METRICS_ADDR", value_name = "IP:PORT")]
+        #[serde(rename = "metrics_addr")]
+        pub metrics_addr: Option<String>,
         /// Serve DNS on this address, UDP and TCP: ROLE.DOMAIN, NAME.node.DOMAIN,
         /// _ROLE._tcp.DOMAIN from the member table, other names forwarded [default: off]
         #[arg(long = "dns-addr", env = "GOSSIP_DNS_ADDR", value_name = "IP:PORT")]

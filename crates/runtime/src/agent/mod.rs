@@ -95,6 +95,18 @@ pub async fn run_with(
         ),
         None => None,
     };
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    what: "metrics",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.rpc_addr)
         .await
         .map_err(|source| AgentError::Bind {
@@ -170,17 +182,18 @@ pub async fn run_with(
     let (joined_tx, joined_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let server = tokio::spawn(control::serve(
-        listener,
-        control::State {
-            commands: cmd_tx.clone(),
-            resolver: resolver.clone(),
-            token: config.rpc_token.as_deref().map(Arc::from),
-            hub: hub.clone(),
-            members: snapshot_tx.subscribe(),
-        },
-        stop_rx,
-    ));
+    let state = control::State {
+        commands: cmd_tx.clone(),
+        resolver: resolver.clone(),
+        token: config.rpc_token.as_deref().map(Arc::from),
+        hub: hub.clone(),
+        members: snapshot_tx.subscribe(),
+    };
+    if let Some(l) = metrics_listener {
+        tracing::info!(addr = %l.local_addr()?, "metrics listener started");
+        tokio::spawn(crate::metrics::serve(l, state.clone(), stop_rx.clone()));
+    }
+    let server = tokio::spawn(control::serve(listener, state, stop_rx));
     let mut join = config.join.clone();
     if let Some(path) = &config.snapshot {
         let mut known: Vec<SocketAddr> = crate::snapshot::read(path)

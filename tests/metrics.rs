@@ -1,0 +1,187 @@
+//! Prometheus metrics, checked by Prometheus's own tools: `promtool check metrics` on what an
+//! agent serves, and a real Prometheus server (Debian's `prometheus`, started here on
+//! loopback) scraping three agents through `--metrics-addr`, asked through its HTTP API
+//! whether every target is up and whether a member count follows a kill.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{Agent, Proc, free_port, free_tcp_port, test_net, wait_until};
+
+/// `s` with every byte outside `[A-Za-z0-9_.-]` percent-encoded (a PromQL query in a URL).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `GET path` on Prometheus's API: its `data`, when it answered with status success.
+fn prom(addr: SocketAddr, path: &str) -> Option<Value> {
+    let v = gossip_testkit::http::get(addr, path)?.json()?;
+    (v["status"] == "success").then(|| v["data"].clone())
+}
+
+/// The value of an instant query that returns one sample.
+fn scalar(addr: SocketAddr, query: &str) -> Option<f64> {
+    let data = prom(addr, &format!("/api/v1/query?query={}", urlencode(query)))?;
+    let result = data["result"].as_array()?;
+    let [sample] = result.as_slice() else {
+        return None;
+    };
+    sample["value"][1].as_str()?.parse().ok()
+}
+
+fn agent(dir: &std::path::Path, i: u8, join: Option<&Agent>) -> (Agent, SocketAddr) {
+    let net = test_net();
+    let ip = format!("127.78.{net}.{i}");
+    let gossip: SocketAddr = format!("{ip}:{}", free_port()).parse().unwrap();
+    let rpc: SocketAddr = format!("{ip}:7373").parse().unwrap();
+    let metrics: SocketAddr = format!("{ip}:9100").parse().unwrap();
+    let m = metrics.to_string();
+    let j = join.map(|a| a.gossip.to_string());
+    let mut extra = vec!["--role", "web", "--metrics-addr", m.as_str()];
+    if let Some(j) = &j {
+        extra.extend(["--join", j.as_str()]);
+    }
+    (
+        Agent::start(&format!("m{i}"), gossip, rpc, &extra, dir),
+        metrics,
+    )
+}
+
+/// What an agent serves passes `promtool check metrics` (Prometheus's linter: names, types,
+/// units, `_total` on counters), on the control API and on the metrics listener alike; the
+/// metrics listener serves nothing else.
+#[test]
+fn promtool_accepts_what_an_agent_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, metrics) = agent(dir.path(), 1, None);
+    let (_b, _) = agent(dir.path(), 2, Some(&a));
+    assert!(
+        wait_until(Duration::from_secs(10), || crate::util::sees(
+            &a, "m2", "alive"
+        ))
+        .is_some()
+    );
+    for addr in [metrics, a.rpc] {
+        let answer = gossip_testkit::http::get(addr, "/metrics").expect("an answer");
+        assert_eq!(answer.status, 200, "{addr}: {}", answer.body);
+        assert!(
+            answer
+                .body
+                .contains("gossip_members{role=\"web\",status=\"alive\"} 2"),
+            "{}",
+            answer.body
+        );
+        let mut check = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian's prometheus, which ./test.sh installs)");
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.body.as_bytes())
+            .unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            answer.body
+        );
+    }
+    let other = gossip_testkit::http::get(metrics, "/v1/members").expect("an answer");
+    assert_eq!(
+        other.status, 404,
+        "the metrics listener serves /metrics only"
+    );
+}
+
+/// A real Prometheus scrapes three agents every second: every target is up, and after one
+/// agent is killed, the others' `gossip_members{status="failed"}` says so.
+#[test]
+fn prometheus_scrapes_three_agents_and_sees_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ma) = agent(dir.path(), 11, None);
+    let (b, mb) = agent(dir.path(), 12, Some(&a));
+    let (c, mc) = agent(dir.path(), 13, Some(&a));
+    assert!(
+        wait_until(Duration::from_secs(10), || ["m12", "m13"].iter().all(
+            |n| crate::util::sees(&a, n, "alive") && crate::util::sees(&b, n, "alive")
+        ))
+        .is_some()
+    );
+    let port = free_tcp_port();
+    let web: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: gossip\n    static_configs:\n      - targets: ['{ma}', '{mb}', '{mc}']\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("tsdb");
+    let mut server = Proc::start(
+        "prometheus",
+        &[
+            &format!("--config.file={}", config.display()),
+            &format!("--storage.tsdb.path={}", data.display()),
+            &format!("--web.listen-address={web}"),
+        ],
+        &dir.path().join("prometheus.log"),
+    );
+    let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+
+    // Every target up, through Prometheus's own view of them.
+    let up = wait_until(Duration::from_secs(30), || {
+        prom(web, "/api/v1/targets").is_some_and(|d| {
+            let t = d["activeTargets"].as_array().cloned().unwrap_or_default();
+            t.len() == 3 && t.iter().all(|t| t["health"] == "up")
+        })
+    });
+    assert!(
+        up.is_some(),
+        "targets not all up: {:?}\n{}",
+        prom(web, "/api/v1/targets"),
+        log()
+    );
+    let alive_on_a = format!("sum(gossip_members{{instance=\"{ma}\",status=\"alive\"}})");
+    assert!(
+        wait_until(Duration::from_secs(15), || scalar(web, &alive_on_a)
+            == Some(3.0))
+        .is_some(),
+        "{:?}",
+        scalar(web, &alive_on_a)
+    );
+
+    // A kill: the survivors' failed count goes to 1, as Prometheus records it.
+    c.kill();
+    let failed = format!("sum(gossip_members{{instance=~\"{ma}|{mb}\",status=\"failed\"}})");
+    assert!(
+        wait_until(Duration::from_secs(30), || scalar(web, &failed)
+            == Some(2.0))
+        .is_some(),
+        "failed seen by a and b: {:?}\n{}",
+        scalar(web, &failed),
+        log()
+    );
+    assert_eq!(scalar(web, &alive_on_a), Some(2.0));
+    server.stop_with(nix::sys::signal::Signal::SIGTERM);
+}
