@@ -42,6 +42,15 @@ fn scalar(addr: SocketAddr, query: &str) -> Option<f64> {
 }
 
 fn agent(dir: &std::path::Path, i: u8, join: Option<&Agent>) -> (Agent, SocketAddr) {
+    agent_with(dir, i, join, &[])
+}
+
+fn agent_with(
+    dir: &std::path::Path,
+    i: u8,
+    join: Option<&Agent>,
+    more: &[&str],
+) -> (Agent, SocketAddr) {
     let net = test_net();
     let ip = format!("127.78.{net}.{i}");
     let gossip: SocketAddr = format!("{ip}:{}", free_port()).parse().unwrap();
@@ -53,6 +62,7 @@ fn agent(dir: &std::path::Path, i: u8, join: Option<&Agent>) -> (Agent, SocketAd
     if let Some(j) = &j {
         extra.extend(["--join", j.as_str()]);
     }
+    extra.extend(more);
     (
         Agent::start(&format!("m{i}"), gossip, rpc, &extra, dir),
         metrics,
@@ -65,13 +75,34 @@ fn agent(dir: &std::path::Path, i: u8, join: Option<&Agent>) -> (Agent, SocketAd
 #[test]
 fn promtool_accepts_what_an_agent_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, metrics) = agent(dir.path(), 1, None);
+    let hosts = dir.path().join("hosts");
+    let writer = format!("dnsmasq:path={}", hosts.display());
+    let (a, metrics) = agent_with(
+        dir.path(),
+        1,
+        None,
+        &["--event-handler", "member-join=true", "--writer", &writer],
+    );
     let (_b, _) = agent(dir.path(), 2, Some(&a));
     assert!(
         wait_until(Duration::from_secs(10), || crate::util::sees(
             &a, "m2", "alive"
         ))
         .is_some()
+    );
+    // The handler ran for both joins and the writer wrote (counted once each is done).
+    let counted = wait_until(Duration::from_secs(10), || {
+        gossip_testkit::http::get(metrics, "/metrics").is_some_and(|a| {
+            a.body
+                .contains("gossip_handler_runs_total{event=\"member-join\"} 2")
+                && a.body
+                    .contains("gossip_writer_passes_total{writer=\"dnsmasq\",result=\"updated\"}")
+        })
+    });
+    assert!(
+        counted.is_some(),
+        "{:?}",
+        gossip_testkit::http::get(metrics, "/metrics")
     );
     for addr in [metrics, a.rpc] {
         let answer = gossip_testkit::http::get(addr, "/metrics").expect("an answer");

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::coalesce::{Coalescer, coalesce_users, merge_backlog};
 use crate::filter::{Event, HandlerSpec};
 use crate::script::{self, Outcome};
+use crate::stats::Stats;
 
 /// Most events a handler's queue holds (after merging) before user events are dropped.
 pub const QUEUE_EVENTS_MAX: usize = 1024;
@@ -64,6 +65,7 @@ struct Job {
 pub struct Dispatcher {
     tx: mpsc::UnboundedSender<Input>,
     dropped: Arc<AtomicU64>,
+    stats: Arc<Stats>,
 }
 
 impl Dispatcher {
@@ -71,8 +73,15 @@ impl Dispatcher {
     pub fn spawn(handlers: Vec<HandlerSpec>, config: DispatchConfig) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(rx, handlers, config, dropped.clone()));
-        Self { tx, dropped }
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(run(rx, handlers, config, dropped.clone(), stats.clone()));
+        Self { tx, dropped, stats }
+    }
+
+    /// What handlers did (runs, failures, timeouts, durations, by event), shared: the agent
+    /// hands the same counts to its writers and reads them for `/metrics`.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// Hands over a member event seen by the node `local`.
@@ -178,7 +187,12 @@ impl Drop for HandlerTask {
     }
 }
 
-fn start(spec: HandlerSpec, timeout: Duration, dropped: &Arc<AtomicU64>) -> HandlerTask {
+fn start(
+    spec: HandlerSpec,
+    timeout: Duration,
+    dropped: &Arc<AtomicU64>,
+    stats: &Arc<Stats>,
+) -> HandlerTask {
     let queue = Arc::new(Queue {
         jobs: Mutex::new(VecDeque::new()),
         ready: Notify::new(),
@@ -187,7 +201,7 @@ fn start(spec: HandlerSpec, timeout: Duration, dropped: &Arc<AtomicU64>) -> Hand
         raw: spec.raw.clone(),
     });
     let raw = spec.raw.clone();
-    tokio::spawn(handler_loop(spec, queue.clone(), timeout));
+    tokio::spawn(handler_loop(spec, queue.clone(), timeout, stats.clone()));
     HandlerTask { raw, queue }
 }
 
@@ -196,10 +210,11 @@ async fn run(
     specs: Vec<HandlerSpec>,
     config: DispatchConfig,
     dropped: Arc<AtomicU64>,
+    stats: Arc<Stats>,
 ) {
     let mut handlers: Vec<HandlerTask> = specs
         .into_iter()
-        .map(|s| start(s, config.handler_timeout, &dropped))
+        .map(|s| start(s, config.handler_timeout, &dropped, &stats))
         .collect();
     let mut coalescer = Coalescer::new();
     // User events flagged for coalescing, waiting with the member events.
@@ -251,7 +266,7 @@ async fn run(
                 for s in specs {
                     match old.iter().position(|h| h.raw == s.raw) {
                         Some(i) => handlers.push(old.swap_remove(i)),
-                        None => handlers.push(start(s, config.handler_timeout, &dropped)),
+                        None => handlers.push(start(s, config.handler_timeout, &dropped, &stats)),
                     }
                 }
                 tracing::info!(handlers = handlers.len(), "event handlers reloaded");
@@ -310,7 +325,7 @@ fn send(handlers: &[HandlerTask], events: Vec<Event>, local: &NodeId) {
     }
 }
 
-async fn handler_loop(spec: HandlerSpec, queue: Arc<Queue>, timeout: Duration) {
+async fn handler_loop(spec: HandlerSpec, queue: Arc<Queue>, timeout: Duration, stats: Arc<Stats>) {
     while let Some(jobs) = queue.take().await {
         let merged = jobs.len();
         let local = jobs
@@ -333,6 +348,7 @@ async fn handler_loop(spec: HandlerSpec, queue: Arc<Queue>, timeout: Duration) {
                 .unwrap_or_default();
             let f = run_retrying(&spec.raw, &spec.script, &env, stdin, timeout).await;
             let ms = f.elapsed.as_millis() as u64;
+            stats.handler_ran(&name, &f.outcome, f.elapsed);
             match &f.outcome {
                 Outcome::Exited(0) => {
                     tracing::info!(handler = %spec.raw, event = %name, elapsed_ms = ms, "handler ran")

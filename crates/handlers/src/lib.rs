@@ -17,6 +17,7 @@ pub mod filter;
 pub mod harness;
 pub mod script;
 pub mod select;
+pub mod stats;
 pub mod writer;
 
 pub use dispatch::{DispatchConfig, Dispatcher};

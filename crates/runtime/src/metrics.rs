@@ -40,6 +40,7 @@ const STATUSES: [&str; 4] = ["alive", "suspect", "failed", "left"];
 struct Reading {
     info: InfoResponse,
     members: Arc<gossip_handlers::Snapshot>,
+    activity: gossip_handlers::stats::Counts,
 }
 
 /// `GET /metrics`: the exposition, or 503 once the agent is gone.
@@ -55,7 +56,12 @@ pub async fn render(s: &State) -> Option<String> {
     let info = ask_agent(s, Command::Info).await?;
     let members = s.members.borrow().clone();
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Reading { info, members }));
+    let activity = s.activity.read();
+    registry.register_collector(Box::new(Reading {
+        info,
+        members,
+        activity,
+    }));
     let mut out = String::with_capacity(8 * 1024);
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).ok()?;
     Some(out)
@@ -264,6 +270,8 @@ impl Collector for Reading {
             i.handler_events_dropped,
         )?;
 
+        self.encode_activity(&mut enc)?;
+
         if let Some(d) = &i.dns {
             counter(
                 &mut enc,
@@ -299,6 +307,96 @@ impl Collector for Reading {
         }
         Ok(())
     }
+}
+
+impl Reading {
+    /// Handler runs by event and writer passes by writer, with their durations.
+    fn encode_activity(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let a = &self.activity;
+        let h = &a.handlers;
+        counters(
+            enc,
+            "gossip_handler_runs",
+            "Handler script runs, by event (member-join, user, query, ...).",
+            "event",
+            h.iter().map(|(e, c)| (e.as_str(), c.runs)),
+        )?;
+        counters(
+            enc,
+            "gossip_handler_failures",
+            "Handler runs that exited non-zero, were killed by a signal or could not start.",
+            "event",
+            h.iter().map(|(e, c)| (e.as_str(), c.failed)),
+        )?;
+        counters(
+            enc,
+            "gossip_handler_timeouts",
+            "Handler runs killed at the handler timeout.",
+            "event",
+            h.iter().map(|(e, c)| (e.as_str(), c.timed_out)),
+        )?;
+        histograms(
+            enc,
+            "gossip_handler_duration_seconds",
+            "How long handler runs took, by event.",
+            "event",
+            h.iter().map(|(e, c)| (e.as_str(), &c.duration)),
+        )?;
+        let w = &a.writers;
+        let mut family = enc.encode_descriptor(
+            "gossip_writer_passes",
+            "Writer passes, by writer and result: updated (written, validated, reloaded), \
+             unchanged, validation_failed (the previous file kept), failed.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (name, c) in w {
+            for (result, n) in [
+                ("updated", c.updated),
+                ("unchanged", c.unchanged),
+                ("validation_failed", c.validation_failed),
+                ("failed", c.failed),
+            ] {
+                let labels = [("writer", name.as_str()), ("result", result)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        histograms(
+            enc,
+            "gossip_writer_update_duration_seconds",
+            "How long writer updates took (render, write, validate, reload), by writer.",
+            "writer",
+            w.iter().map(|(n, c)| (n.as_str(), &c.update_duration)),
+        )
+    }
+}
+
+/// A histogram family, one histogram per label value.
+fn histograms<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, &'a gossip_handlers::stats::Histogram)>,
+) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Histogram,
+    )?;
+    for (value, h) in samples {
+        let labels = [(label, value)];
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum,
+                h.count,
+                &h.by_bound(),
+                None,
+            )?;
+    }
+    Ok(())
 }
 
 fn status_name(s: gossip_core::Status) -> &'static str {

@@ -289,7 +289,13 @@ impl Writer {
     /// Runs until the snapshot sender is dropped: applies the current snapshot at once, then
     /// after every change (debounced), retrying failures with backoff (200 ms doubling to
     /// 30 s).
-    pub async fn run(mut self, mut snapshots: watch::Receiver<Arc<Snapshot>>) {
+    pub async fn run(
+        mut self,
+        mut snapshots: watch::Receiver<Arc<Snapshot>>,
+        stats: Arc<crate::stats::Stats>,
+    ) {
+        use crate::stats::Pass;
+        stats.writer_started(&self.name);
         let mut backoff = Duration::from_millis(200);
         let mut retry_at: Option<Instant> = None;
         let mut first = true;
@@ -316,7 +322,16 @@ impl Writer {
             }
             first = false;
             let snap = snapshots.borrow_and_update().clone();
-            match self.engine.apply(&snap).await {
+            let began = Instant::now();
+            let result = self.engine.apply(&snap).await;
+            let pass = match &result {
+                Ok(Applied::Changed) => Pass::Updated,
+                Ok(Applied::Unchanged) => Pass::Unchanged,
+                Err(WriterError::Validation { .. }) => Pass::ValidationFailed,
+                Err(_) => Pass::Failed,
+            };
+            stats.writer_pass(&self.name, pass, began.elapsed());
+            match result {
                 Ok(Applied::Changed) => {
                     tracing::info!(writer = %self.name, "configuration updated");
                     backoff = Duration::from_millis(200);

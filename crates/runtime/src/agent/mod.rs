@@ -151,9 +151,10 @@ pub async fn run_with(
         index: 1,
     });
     let (snapshot_tx, snapshot_rx) = watch::channel(first);
+    let dispatcher = Dispatcher::spawn(config.handlers.clone(), config.dispatch);
     for w in writers {
         tracing::info!(writer = w.name(), "writer started");
-        tokio::spawn(w.run(snapshot_rx.clone()));
+        tokio::spawn(w.run(snapshot_rx.clone(), dispatcher.stats()));
     }
     if let Some(path) = &config.snapshot {
         tokio::spawn(crate::snapshot::keep(path.clone(), snapshot_rx.clone()));
@@ -174,7 +175,6 @@ pub async fn run_with(
         _ => None,
     };
     drop(snapshot_rx);
-    let dispatcher = Dispatcher::spawn(config.handlers.clone(), config.dispatch);
 
     let resolver = Arc::new(Resolver::new());
     let hub = Arc::new(crate::stream::Hub::default());
@@ -188,6 +188,7 @@ pub async fn run_with(
         token: config.rpc_token.as_deref().map(Arc::from),
         hub: hub.clone(),
         members: snapshot_tx.subscribe(),
+        activity: dispatcher.stats(),
     };
     if let Some(l) = metrics_listener {
         tracing::info!(addr = %l.local_addr()?, "metrics listener started");
