@@ -23,6 +23,8 @@ go golang-go
 /usr/share/gocode/src/github.com/hashicorp/serf/client/rpc_client.go golang-github-hashicorp-serf-dev
 prometheus prometheus
 promtool prometheus
+chromium chromium
+chromedriver chromium-driver
 "
 
 missing=()

@@ -13,4 +13,5 @@ mod serf;
 mod serf_rpc;
 mod streams;
 mod supervise;
+mod ui;
 mod writers;

@@ -97,6 +97,9 @@ fn router(state: State) -> Router {
         .route("/v1/stream", get(crate::watch::stream))
         .route("/v1/monitor", get(crate::watch::monitor))
         .route("/metrics", get(crate::metrics::metrics))
+        .route("/ui/", get(crate::ui::page))
+        .route("/ui", get(crate::ui::to_page))
+        .route("/", get(crate::ui::to_page))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }

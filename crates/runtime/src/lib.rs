@@ -33,6 +33,7 @@ pub mod settings;
 pub mod snapshot;
 pub mod stream;
 pub mod supervise;
+pub mod ui;
 pub mod watch;
 
 pub use config::AgentConfig;
