@@ -90,11 +90,14 @@ fn promtool_accepts_what_an_agent_serves() {
         ))
         .is_some()
     );
-    // The handler ran for both joins and the writer wrote (counted once each is done).
+    assert!(a.cli(&["event", "deploy", "v2"]).status.success());
+    // The handler ran for both joins and the writer wrote (counted once each is done); the
+    // event was delivered once.
     let counted = wait_until(Duration::from_secs(10), || {
         gossip_testkit::http::get(metrics, "/metrics").is_some_and(|a| {
             a.body
                 .contains("gossip_handler_runs_total{event=\"member-join\"} 2")
+                && a.body.contains("gossip_user_events_total 1")
                 && a.body
                     .contains("gossip_writer_passes_total{writer=\"dnsmasq\",result=\"updated\"}")
         })
@@ -214,5 +217,16 @@ fn prometheus_scrapes_three_agents_and_sees_a_failure() {
         log()
     );
     assert_eq!(scalar(web, &alive_on_a), Some(2.0));
+    // Each survivor reported the dead one suspect first, then confirmed it.
+    let confirmed = format!(
+        "sum(gossip_suspicions_ended_total{{instance=~\"{ma}|{mb}\",outcome=\"confirmed\"}})"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || scalar(web, &confirmed)
+            == Some(2.0))
+        .is_some(),
+        "{:?}",
+        scalar(web, &confirmed)
+    );
     server.stop_with(nix::sys::signal::Signal::SIGTERM);
 }

@@ -245,6 +245,34 @@ impl Collector for Reading {
             "Announcements sent to reaped failed members (partition healing).",
             st.reconnects,
         )?;
+        counter(
+            &mut enc,
+            "gossip_suspicions",
+            "Members reported suspect (a probe failed, here or elsewhere).",
+            st.suspicions,
+        )?;
+        counters(
+            &mut enc,
+            "gossip_suspicions_ended",
+            "Suspicions ended: refuted (alive again) or confirmed (declared failed).",
+            "outcome",
+            [
+                ("refuted", st.suspicions_refuted),
+                ("confirmed", st.suspicions_confirmed),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "gossip_user_events",
+            "User events delivered here (sent or received), each once.",
+            st.user_events,
+        )?;
+        counter(
+            &mut enc,
+            "gossip_queries",
+            "Queries delivered here (asked or received), each once.",
+            st.queries,
+        )?;
         gauge(
             &mut enc,
             "gossip_encryption_keys",

@@ -32,6 +32,7 @@ impl Node {
         };
         let targets = self.notice_targets();
         self.post_user(targets, event.clone());
+        self.stats.user_events += 1;
         self.out.queue.push_back(Output::User(event));
         Ok(ltime)
     }
@@ -61,6 +62,7 @@ impl Node {
                     )
                 });
             }
+            self.stats.user_events += 1;
             self.out.queue.push_back(Output::User(e));
         }
         Ok(())

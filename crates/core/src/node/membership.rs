@@ -432,6 +432,7 @@ impl Node {
                 _ => false,
             });
         for id in settled {
+            self.stats.suspicions_refuted += 1;
             self.out.queue.push_back(Output::Status(MemberInfo {
                 id,
                 status: Status::Alive,
@@ -472,6 +473,9 @@ impl Node {
                 } else if let Some(r) = self.membership.members.get_mut(id.key())
                     && r.status.is_live()
                 {
+                    if self.suspicion.suspects.remove(&id.key()) {
+                        self.stats.suspicions_confirmed += 1;
+                    }
                     r.status = Status::Failed;
                     r.id = id.clone();
                     // Our own probe started this: tell every member now rather than leaving
@@ -525,6 +529,7 @@ impl Node {
                     .is_some_and(|r| r.id == id && r.status == Status::Alive)
                     && self.suspicion.suspects.insert(id.key())
                 {
+                    self.stats.suspicions += 1;
                     self.out.queue.push_back(Output::Status(MemberInfo {
                         id,
                         status: Status::Suspect,

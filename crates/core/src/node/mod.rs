@@ -160,6 +160,21 @@ pub struct Stats {
     /// Sources validated by echoing a challenge.
     #[serde(default)]
     pub validated: u64,
+    /// Suspicions of a member reported ([`Output::Status`] suspect), whoever raised them.
+    #[serde(default)]
+    pub suspicions: u64,
+    /// Of those, members that refuted in time (alive again).
+    #[serde(default)]
+    pub suspicions_refuted: u64,
+    /// Of those, members declared failed.
+    #[serde(default)]
+    pub suspicions_confirmed: u64,
+    /// User events delivered here (sent here or received), each once.
+    #[serde(default)]
+    pub user_events: u64,
+    /// Queries delivered here (asked here or received), each once.
+    #[serde(default)]
+    pub queries: u64,
 }
 
 impl Stats {

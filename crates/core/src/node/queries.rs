@@ -78,6 +78,7 @@ impl Node {
                 id: ltime,
                 from: me.name().to_string(),
             }));
+            self.stats.queries += 1;
             self.out
                 .queue
                 .push_back(Output::Query(QueryOutput::Incoming(IncomingQuery {
@@ -189,6 +190,7 @@ impl Node {
                 .seen
                 .admit(origin, msg.origin_version, msg.ltime)
         {
+            self.stats.queries += 1;
             self.out
                 .queue
                 .push_back(Output::Query(crate::query::QueryOutput::Incoming(
