@@ -222,14 +222,7 @@ pub fn dns(o: &Opts) {
     let report = render(o, &rows, &rss);
     println!("{report}");
     if let Some(path) = &o.out {
-        let old = std::fs::read_to_string(path).unwrap_or_default();
-        // The DNS section replaces the last one, or is appended.
-        let head = old
-            .split_once("\n## DNS")
-            .map(|(h, _)| h.to_string())
-            .unwrap_or(old);
-        let text = format!("{}\n{report}", head.trim_end());
-        std::fs::write(path, text + "\n").expect("write the report");
+        crate::replace_section(path, "## DNS", &report);
     }
 }
 

@@ -21,15 +21,23 @@
 //! cargo run --release -p gossip-bench -- compare --out BENCHMARKS.md
 //! ```
 //!
-//! `dns`: the built-in DNS server against dnsmasq, with dnsperf (module `dns`), appending
-//! its section to `BENCHMARKS.md`:
+//! `dns`: the built-in DNS server against dnsmasq, with dnsperf (module `dns`), replacing
+//! (or appending) its section of `BENCHMARKS.md`:
 //!
 //! ```text
 //! cargo run --release -p gossip-bench -- dns --out BENCHMARKS.md
 //! ```
+//!
+//! `metrics`: what a Prometheus scrape costs an agent at 100 members (module `metrics`), its
+//! own section of `BENCHMARKS.md` likewise:
+//!
+//! ```text
+//! cargo run --release -p gossip-bench -- metrics --out BENCHMARKS.md
+//! ```
 
 mod compare;
 mod dns;
+mod metrics;
 mod soak;
 
 use std::net::Ipv4Addr;
@@ -106,6 +114,21 @@ enum Cmd {
         #[arg(long, value_enum)]
         only: Option<compare::Kind>,
     },
+    /// What a Prometheus scrape of /metrics costs an agent: CPU, time, memory.
+    Metrics {
+        /// Cluster sizes.
+        #[arg(long, value_delimiter = ',', default_value = "100")]
+        nodes: Vec<usize>,
+        /// Scrapes per size.
+        #[arg(long, default_value_t = 2000)]
+        scrapes: usize,
+        /// Replace (or add) the metrics section of this markdown report.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The agent binary (default: build target/release/gossip-agent).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+    },
     /// The built-in DNS server against dnsmasq: throughput (dnsperf), latency, memory.
     Dns {
         /// Cluster sizes (members with the role asked for).
@@ -180,6 +203,23 @@ fn main() {
                 only,
             });
         }
+        Cmd::Metrics {
+            nodes,
+            scrapes,
+            out,
+            agent_bin,
+        } => {
+            if nodes.is_empty() || nodes.iter().any(|n| !(2..=240).contains(n)) || scrapes < 100 {
+                eprintln!("error: invalid --nodes/--scrapes: sizes 2 to 240, at least 100 scrapes");
+                std::process::exit(2);
+            }
+            metrics::metrics(&metrics::Opts {
+                sizes: nodes,
+                scrapes,
+                ours: agent_bin.unwrap_or_else(build_agent),
+                out,
+            });
+        }
         Cmd::Dns {
             nodes,
             secs,
@@ -201,6 +241,29 @@ fn main() {
             });
         }
     }
+}
+
+/// Replaces the section of the markdown file at `path` that starts with the line `heading`
+/// (up to the next `## ` heading, or the end) by `report`, or appends it.
+fn replace_section(path: &Path, heading: &str, report: &str) {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let text = match old.find(&format!("\n{heading}")) {
+        Some(start) => {
+            let after = &old[start + 1..];
+            let end = after[heading.len()..]
+                .find("\n## ")
+                .map(|i| start + 1 + heading.len() + i + 1);
+            let tail = end.map(|e| &old[e..]).unwrap_or("");
+            format!(
+                "{}\n\n{}\n\n{}",
+                old[..start].trim_end(),
+                report.trim_end(),
+                tail
+            )
+        }
+        None => format!("{}\n\n{}", old.trim_end(), report.trim_end()),
+    };
+    std::fs::write(path, text.trim_end().to_string() + "\n").expect("write the report");
 }
 
 /// The program's path, installing its Debian package (apt-get, as root) when it is missing.
@@ -386,6 +449,22 @@ fn upstream(bin: &Path, sizes: &[u8], reps: u8, poll: Duration) {
             ms(lm),
             ms(lp),
             ms(lx)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_section_is_replaced_in_place_or_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("B.md");
+        std::fs::write(&p, "# B\n\n## DNS\nold dns\n\n## Other\nkept\n").unwrap();
+        super::replace_section(&p, "## DNS", "## DNS\nnew dns\n");
+        super::replace_section(&p, "## Metrics", "## Metrics\nm\n");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "# B\n\n## DNS\nnew dns\n\n## Other\nkept\n\n## Metrics\nm\n"
         );
     }
 }
