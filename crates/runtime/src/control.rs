@@ -40,6 +40,17 @@ pub struct State {
     pub members: watch::Receiver<Arc<gossip_handlers::Snapshot>>,
     /// What handlers and writers did, for `/metrics`.
     pub activity: Arc<gossip_handlers::stats::Stats>,
+    /// Requests served, for `/metrics`.
+    pub requests: Arc<Requests>,
+}
+
+/// Requests the control API's port served, by protocol.
+#[derive(Debug, Default)]
+pub struct Requests {
+    /// HTTP requests (our API, the page, `/metrics`), refused ones included.
+    pub http: std::sync::atomic::AtomicU64,
+    /// Serf RPC requests (each command, `handshake` and `auth` included).
+    pub serf_rpc: std::sync::atomic::AtomicU64,
 }
 
 /// Refuses (401, logged with the peer's address) a request without the configured token.
@@ -49,6 +60,9 @@ async fn authorize(
     req: Request,
     next: Next,
 ) -> Response {
+    s.requests
+        .http
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(token) = &s.token {
         let given = req
             .headers()

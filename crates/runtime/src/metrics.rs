@@ -38,6 +38,8 @@ const STATUSES: [&str; 4] = ["alive", "suspect", "failed", "left"];
 /// One reading of the agent, encoded as metric families.
 #[derive(Debug)]
 struct Reading {
+    /// HTTP and Serf RPC requests served on the control API's port.
+    requests: (u64, u64),
     info: InfoResponse,
     members: Arc<gossip_handlers::Snapshot>,
     activity: gossip_handlers::stats::Counts,
@@ -57,7 +59,14 @@ pub async fn render(s: &State) -> Option<String> {
     let members = s.members.borrow().clone();
     let mut registry = Registry::default();
     let activity = s.activity.read();
+    let requests = (
+        s.requests.http.load(std::sync::atomic::Ordering::Relaxed),
+        s.requests
+            .serf_rpc
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
     registry.register_collector(Box::new(Reading {
+        requests,
         info,
         members,
         activity,
@@ -263,6 +272,19 @@ impl Collector for Reading {
         )?;
         counter(
             &mut enc,
+            "gossip_acked_messages_sent",
+            "Acknowledged messages sent (notices, user events, queries, answers), one per \
+             destination, first sends.",
+            st.acked_sent,
+        )?;
+        counter(
+            &mut enc,
+            "gossip_acked_messages_retransmitted",
+            "Acknowledged messages sent again for want of an acknowledgement.",
+            st.acked_retransmitted,
+        )?;
+        counter(
+            &mut enc,
             "gossip_user_events",
             "User events delivered here (sent or received), each once.",
             st.user_events,
@@ -299,6 +321,14 @@ impl Collector for Reading {
         )?;
 
         self.encode_activity(&mut enc)?;
+        counters(
+            &mut enc,
+            "gossip_api_requests",
+            "Requests on the control API's port, by protocol (http, serf_rpc); scrapes of the \
+             metrics listener are not counted.",
+            "protocol",
+            [("http", self.requests.0), ("serf_rpc", self.requests.1)],
+        )?;
 
         if let Some(d) = &i.dns {
             counter(

@@ -175,6 +175,13 @@ pub struct Stats {
     /// Queries delivered here (asked here or received), each once.
     #[serde(default)]
     pub queries: u64,
+    /// Acknowledged messages sent (notices of joins, leaves and verdicts, user events,
+    /// queries and their answers), first sends, one per destination.
+    #[serde(default)]
+    pub acked_sent: u64,
+    /// Of those, sent again because no acknowledgement came in time.
+    #[serde(default)]
+    pub acked_retransmitted: u64,
 }
 
 impl Stats {

@@ -272,6 +272,7 @@ impl Node {
             }
             targets.insert(to, 1);
         }
+        self.stats.acked_sent += targets.len() as u64;
         self.notices.pending.insert(
             seq,
             PendingNotice {
@@ -307,6 +308,7 @@ impl Node {
             return;
         }
         let sends: Vec<SocketAddr> = p.targets.keys().copied().collect();
+        self.stats.acked_retransmitted += sends.len() as u64;
         for to in sends {
             let data = p.own.get(&to).map_or(&p.data, |(d, _)| d).clone();
             self.transmit(to, data);

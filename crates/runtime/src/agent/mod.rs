@@ -189,6 +189,7 @@ pub async fn run_with(
         hub: hub.clone(),
         members: snapshot_tx.subscribe(),
         activity: dispatcher.stats(),
+        requests: Arc::default(),
     };
     if let Some(l) = metrics_listener {
         tracing::info!(addr = %l.local_addr()?, "metrics listener started");

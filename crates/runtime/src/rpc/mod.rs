@@ -34,6 +34,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::{ForceLeaveRequest, KeysRequest, TagsRequest};
 use crate::command::{Command, QueryProgress, QuerySpec, UserEvent};
+use std::sync::atomic::Ordering;
+
 use crate::control::{State, ask_agent, join_targets, run_keys, same_token};
 use crate::crypt::KeyOp;
 use frame::{FRAME_MAX, FrameError, value_len};
@@ -278,6 +280,7 @@ impl Conn {
     /// Reads and answers one request.
     async fn next(&mut self, r: &mut Reader) -> Result<(), End> {
         let h: proto::RequestHeader = r.decode().await?;
+        self.state.requests.serf_rpc.fetch_add(1, Ordering::Relaxed);
         let seq = h.seq;
         let cmd = h.command.as_str();
         if !self.handshaken && cmd != "handshake" {
