@@ -41,6 +41,12 @@ fn scalar(addr: SocketAddr, query: &str) -> Option<f64> {
     sample["value"][1].as_str()?.parse().ok()
 }
 
+/// The value of the sample `series` (name and labels as written) in an exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn agent(dir: &std::path::Path, i: u8, join: Option<&Agent>) -> (Agent, SocketAddr) {
     agent_with(dir, i, join, &[])
 }
@@ -98,6 +104,8 @@ fn promtool_accepts_what_an_agent_serves() {
             a.body
                 .contains("gossip_handler_runs_total{event=\"member-join\"} 2")
                 && a.body.contains("gossip_user_events_total 1")
+                && sample(&a.body, "gossip_messages_sent_total{kind=\"user_event\"}")
+                    .is_some_and(|v| v >= 1.0)
                 && a.body
                     .contains("gossip_writer_passes_total{writer=\"dnsmasq\",result=\"updated\"}")
         })

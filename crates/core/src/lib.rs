@@ -41,7 +41,7 @@ pub use config::{CoreConfig, Profile, Suspicion};
 pub use error::{CommandError, DropReason, InvalidInput};
 pub use identity::{Interner, Limits, NodeId, ROLE_TAG, Tags};
 pub use member::{EventKind, MemberEvent, MemberInfo, Status};
-pub use node::{Node, Output, Stats, TimerEvent};
+pub use node::{KindTraffic, Node, Output, Stats, TimerEvent};
 pub use query::{IncomingQuery, QueryOutput};
 pub use timers::DeadlineQueue;
 pub use user::UserEvent;

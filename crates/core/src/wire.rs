@@ -95,6 +95,24 @@ impl Kind {
         Self::ChallengeEcho,
     ];
 
+    /// A name for metrics labels: `swim` (foca's probes and gossip), `sync`, `notice`, ...
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Foca => "swim",
+            Self::Sync => "sync",
+            Self::Notice => "notice",
+            Self::NoticeAck => "ack",
+            Self::Unknown => "unknown_identity",
+            Self::Digest => "digest",
+            Self::Want => "want",
+            Self::User => "user_event",
+            Self::Query => "query",
+            Self::QueryResponse => "query_response",
+            Self::Challenge => "challenge",
+            Self::ChallengeEcho => "challenge_echo",
+        }
+    }
+
     /// The kind of a packet, from its envelope (`None`: too short, or a byte this build does
     /// not know).
     pub fn of_packet(packet: &[u8]) -> Option<Self> {

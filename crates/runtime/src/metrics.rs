@@ -209,6 +209,40 @@ impl Collector for Reading {
             "Gossip bytes sent.",
             st.bytes_out,
         )?;
+        let kinds = || {
+            gossip_core::wire::Kind::ALL
+                .iter()
+                .map(|k| k.label())
+                .zip(st.by_kind)
+        };
+        counters(
+            &mut enc,
+            "gossip_messages_received",
+            "Gossip datagrams received with a valid envelope, by message kind.",
+            "kind",
+            kinds().map(|(k, t)| (k, t.packets_in)),
+        )?;
+        counters(
+            &mut enc,
+            "gossip_message_received_bytes",
+            "Gossip bytes received with a valid envelope, by message kind.",
+            "kind",
+            kinds().map(|(k, t)| (k, t.bytes_in)),
+        )?;
+        counters(
+            &mut enc,
+            "gossip_messages_sent",
+            "Gossip datagrams sent, by message kind.",
+            "kind",
+            kinds().map(|(k, t)| (k, t.packets_out)),
+        )?;
+        counters(
+            &mut enc,
+            "gossip_message_sent_bytes",
+            "Gossip bytes sent, by message kind.",
+            "kind",
+            kinds().map(|(k, t)| (k, t.bytes_out)),
+        )?;
         let e = &i.encryption;
         counters(
             &mut enc,

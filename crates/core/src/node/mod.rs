@@ -182,6 +182,23 @@ pub struct Stats {
     /// Of those, sent again because no acknowledgement came in time.
     #[serde(default)]
     pub acked_retransmitted: u64,
+    /// Datagrams and bytes by message kind (indexed as [`Kind::ALL`]), in and out. Only
+    /// datagrams with a valid envelope count in; `/metrics` shows them (`info` does not).
+    #[serde(skip)]
+    pub by_kind: [KindTraffic; Kind::ALL.len()],
+}
+
+/// One message kind's traffic (see [`Stats::by_kind`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindTraffic {
+    /// Datagrams received.
+    pub packets_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
 }
 
 impl Stats {
@@ -440,6 +457,9 @@ impl Node {
 
     fn dispatch(&mut self, from: SocketAddr, data: &[u8]) -> Result<(), DropReason> {
         let (kind, payload) = wire::open_envelope(data, self.config.packet_size_max.get())?;
+        let t = &mut self.stats.by_kind[kind as usize];
+        t.packets_in += 1;
+        t.bytes_in += data.len() as u64;
         match kind {
             Kind::Foca => self.on_foca(from, payload),
             Kind::Unknown => self.on_unknown(from, payload),

@@ -113,6 +113,13 @@ impl Node {
     pub(super) fn send(&mut self, to: SocketAddr, data: Vec<u8>) {
         self.stats.packets_out += 1;
         self.stats.bytes_out += data.len() as u64;
+        if let Some(t) = data
+            .get(wire::ENVELOPE_LEN - 1)
+            .and_then(|k| self.stats.by_kind.get_mut(*k as usize))
+        {
+            t.packets_out += 1;
+            t.bytes_out += data.len() as u64;
+        }
         self.out.queue.push_back(Output::Transmit { to, data });
     }
 
