@@ -238,3 +238,39 @@ fn prometheus_scrapes_three_agents_and_sees_a_failure() {
     );
     server.stop_with(nix::sys::signal::Signal::SIGTERM);
 }
+
+/// The metrics listener, open beyond loopback without a token, cannot be held by idle
+/// connections: past 16 at once a new one is closed at once, and once they go, scrapes work.
+#[test]
+fn the_metrics_listener_bounds_its_connections() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, metrics) = agent(dir.path(), 21, None);
+    let idle: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(metrics).unwrap())
+        .collect();
+    // The listener takes the sixteen in order; poll (bounded) until a 17th is closed.
+    let closed = wait_until(Duration::from_secs(5), || {
+        let mut extra = std::net::TcpStream::connect(metrics).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let _ = extra.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        let mut buf = [0u8; 16];
+        // Closed: end of stream or a reset; not served, and not merely waiting (a timeout).
+        match extra.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    });
+    assert!(closed.is_some(), "a 17th connection was served");
+    drop(idle);
+    let served = wait_until(Duration::from_secs(5), || {
+        gossip_testkit::http::get(metrics, "/metrics").is_some_and(|a| a.status == 200)
+    });
+    assert!(
+        served.is_some(),
+        "no scrape once the idle connections were gone"
+    );
+}

@@ -186,8 +186,8 @@ pub async fn serve(
     .await;
 }
 
-/// One HTTP connection.
-async fn serve_http(
+/// One HTTP connection (of the control API, or of the metrics listener).
+pub(crate) async fn serve_http(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     app: Router,

@@ -6,9 +6,10 @@
 //! table it publishes) and encodes it with `prometheus-client` (0.26), the Prometheus
 //! project's own Rust client: its `prometheus_text` encoder writes Prometheus's text format
 //! (0.0.4, what `promtool check metrics` lints and every Prometheus scrapes), with label
-//! values escaped and `_total` suffixes added by the library rather than by hand. Nothing is registered for the agent's lifetime: a collector is built per
-//! scrape from one consistent reading, so a scrape costs one round trip to the task that owns
-//! the node and the encoding, and nothing when nobody scrapes.
+//! values escaped and `_total` suffixes added by the library rather than by hand. Nothing is
+//! registered for the agent's lifetime: a collector is built per scrape from one reading, so
+//! a scrape costs one round trip to the task that owns the node and the encoding, and
+//! nothing when nobody scrapes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,8 +77,14 @@ pub async fn render(s: &State) -> Option<String> {
     Some(out)
 }
 
+/// Most connections the metrics listener serves at once (a Prometheus needs one; past the
+/// limit a new connection is closed at once, so that nobody can hold the agent's file
+/// descriptors through a port open beyond loopback).
+pub const CONNECTIONS_MAX: usize = 16;
+
 /// Serves `GET /metrics` alone on `listener` (`--metrics-addr`), with no token, until `stop`
-/// turns true.
+/// turns true: at most [`CONNECTIONS_MAX`] connections, each sending its request's headers
+/// within [`crate::control::HEADER_TIMEOUT`], as the control API.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: State,
@@ -86,15 +93,32 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .with_state(state);
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::warn!(error = %e, "metrics listener failed");
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener cannot accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, max = CONNECTIONS_MAX, "metrics connection refused: too many open");
+            continue;
+        };
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            crate::control::serve_http(stream, peer, app, watcher).await;
+            drop(slot);
+        });
     }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), graceful.shutdown()).await;
 }
 
 /// A counter family, one sample per label value.
