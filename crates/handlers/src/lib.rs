@@ -9,6 +9,7 @@
 //! - [`dispatch`]: the task that takes events from the agent and feeds a queue per handler.
 //! - [`writer`]: level-triggered writers with atomic replacement, validation and rollback.
 //! - [`select`]: member selectors shared by filters and writers.
+//! - [`stats`]: counts of handler runs and writer passes, for the agent's metrics.
 //! - [`harness`]: what the fuzzers call: peer data to environments, stdin and files.
 
 pub mod coalesce;

@@ -8,6 +8,8 @@
 //! - [`rpc`]: Serf's msgpack RPC on the control API's port.
 //! - [`stream`] and [`logs`]: the fan-out of events and log lines to streams and monitors.
 //! - [`watch`]: the HTTP streams (`/v1/stream`, `/v1/monitor`).
+//! - [`metrics`]: Prometheus metrics (`/metrics`, and the `--metrics-addr` listener).
+//! - [`ui`]: the web page of the cluster (`/ui/`).
 //! - [`api`]: the API's JSON bodies, Serf-shaped member output and member filters.
 //! - [`crypt`]: gossip encryption: sealing, opening, the keyring file, key commands.
 //! - [`dns`]: the built-in DNS server (role and node names, forwarding).
