@@ -723,11 +723,7 @@ fn handler_times(c: &Cluster, name: &str, skip: usize) -> Vec<Option<u128>> {
 }
 
 fn proc_stat(pid: nix::unistd::Pid) -> Option<(u64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the ')': state is field 3 of the line, utime 14 and stime 15.
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let ticks = crate::cpu_ticks(pid.as_raw().unsigned_abs())?;
     let rss = gossip_testkit::host::rss_kib(pid.as_raw().unsigned_abs())? as f64;
     Some((ticks, rss))
 }

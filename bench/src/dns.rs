@@ -28,17 +28,6 @@ pub struct Opts {
     pub out: Option<std::path::PathBuf>,
 }
 
-struct Killed(Vec<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A query for `api.gossip A` with id `id` (RD set), with EDNS (4,096-byte answers: 100
 /// addresses do not fit 512 bytes), as dnsperf `-e` sends it.
 fn query(id: u16) -> Vec<u8> {
@@ -125,34 +114,19 @@ pub fn dns(o: &Opts) {
         let dir = tempfile::tempdir().expect("temp dir");
         let net = 90 + k as u8;
         let ip = |i: usize| Ipv4Addr::new(127, 81, net, (i + 1) as u8);
-        let mut fleet = Killed(Vec::new());
-        for i in 0..n {
-            let mut cmd = Command::new(&o.ours);
-            cmd.args(["--node", &format!("n{i}")])
-                .args(["--bind", &format!("{}:7946", ip(i))])
-                .args(["--rpc-addr", &format!("{}:7373", ip(i))])
-                .args(["--role", "api", "--profile", "local", "--log-level", "warn"]);
+        let mut fleet = crate::api_fleet(&o.ours, n, ip, |i| {
             if i == 0 {
-                cmd.args([
-                    "--dns-addr",
-                    &format!("{}:53", ip(0)),
-                    "--dns-recursor",
-                    "none",
-                ]);
+                let dns = format!("{}:53", ip(0));
+                vec![
+                    "--dns-addr".into(),
+                    dns,
+                    "--dns-recursor".into(),
+                    "none".into(),
+                ]
             } else {
-                cmd.args(["--join", &format!("{}:7946", ip(0))]);
+                Vec::new()
             }
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start gossip-agent");
-            fleet.0.push(child);
-            if i == 0 {
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        }
+        });
         let ours: SocketAddr = format!("{}:53", ip(0)).parse().unwrap();
         let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
         probe

@@ -290,6 +290,58 @@ fn build_agent() -> PathBuf {
     root.join("target/release/gossip-agent")
 }
 
+/// `n` agents with role `api` (profile `local`, logs at `warn`) at `ip(0)`..`ip(n - 1)`,
+/// gossip on 7946 and the control API on 7373, every one but the first joining the first;
+/// `extra(i)` adds flags to agent `i`. The others start once the first's API answers (at
+/// most 10 s).
+fn api_fleet(
+    bin: &Path,
+    n: usize,
+    ip: impl Fn(usize) -> Ipv4Addr,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> Fleet {
+    let mut fleet = Fleet(Vec::with_capacity(n));
+    for i in 0..n {
+        let mut cmd = Command::new(bin);
+        cmd.args(["--node", &format!("n{i}")])
+            .args(["--bind", &format!("{}:7946", ip(i))])
+            .args(["--rpc-addr", &format!("{}:7373", ip(i))])
+            .args(["--role", "api", "--profile", "local", "--log-level", "warn"])
+            .args(extra(i));
+        if i > 0 {
+            cmd.args(["--join", &format!("{}:7946", ip(0))]);
+        }
+        fleet.0.push(
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start gossip-agent"),
+        );
+        if i == 0 {
+            let api = std::net::SocketAddr::from((ip(0), 7373));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(api).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the first agent's API never answered"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    fleet
+}
+
+/// User + system CPU of `pid` so far, in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the ')': state is field 3 of the line, utime 14 and stime 15.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 /// Agents started by the benchmark; all killed on drop, also on panic.
 struct Fleet(Vec<Child>);
 

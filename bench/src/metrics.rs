@@ -14,10 +14,7 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use crate::Fleet;
 
 /// Options of the metrics benchmark.
 pub struct Opts {
@@ -43,15 +40,11 @@ struct Row {
 
 /// User + system CPU of `pid`, in seconds.
 fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .unwrap_or(100);
-    Some(ticks as f64 / hz as f64)
+    Some(crate::cpu_ticks(pid)? as f64 / hz as f64)
 }
 
 /// The number of alive members `rpc`'s agent lists.
@@ -72,32 +65,15 @@ pub fn metrics(o: &Opts) {
     for (k, &n) in o.sizes.iter().enumerate() {
         let net = 70 + k as u8;
         let ip = |i: usize| Ipv4Addr::new(127, 82, net, (i + 1) as u8);
-        let mut fleet = Fleet(Vec::new());
-        for i in 0..n {
-            let mut cmd = Command::new(&o.ours);
-            cmd.args(["--node", &format!("n{i}")])
-                .args(["--bind", &format!("{}:7946", ip(i))])
-                .args(["--rpc-addr", &format!("{}:7373", ip(i))])
-                .args(["--role", "api", "--profile", "local", "--log-level", "warn"]);
-            // The seed (0) handled every join; the scraped agent (1) and the one compared
-            // with it (2) are ordinary members.
+        // The seed (0) handled every join; the scraped agent (1) and the one compared with
+        // it (2) are ordinary members.
+        let fleet = crate::api_fleet(&o.ours, n, ip, |i| {
             if i == 1 {
-                cmd.args(["--metrics-addr", &format!("{}:9100", ip(1))]);
+                vec!["--metrics-addr".into(), format!("{}:9100", ip(1))]
+            } else {
+                Vec::new()
             }
-            if i > 0 {
-                cmd.args(["--join", &format!("{}:7946", ip(0))]);
-            }
-            fleet.0.push(
-                cmd.stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start gossip-agent"),
-            );
-            if i == 0 {
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        }
+        });
         let rpc: SocketAddr = format!("{}:7373", ip(1)).parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(90);
         while alive(rpc) < n {
