@@ -97,6 +97,23 @@ pub enum Command {
     /// Print the local agent's log lines as they are written, until interrupted (Serf's
     /// monitor)
     Monitor(Apart<MonitorArgs>),
+    /// Estimate the round-trip time between two members from their network coordinates,
+    /// without probing them (Serf's rtt); the second member defaults to the local agent
+    Rtt(Apart<RttArgs>),
+}
+
+/// Flags of `rtt`.
+#[derive(Debug, Args)]
+pub struct RttArgs {
+    /// A member's name
+    #[arg(value_name = "NODE1")]
+    pub a: String,
+    /// Another member's name [default: the local agent]
+    #[arg(value_name = "NODE2")]
+    pub b: Option<String>,
+    /// Control API.
+    #[command(flatten)]
+    pub rpc: RpcArgs,
 }
 
 /// Flags of `stream`.

@@ -385,6 +385,7 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
                 eprintln!("{} is not a failed member here: nothing to do", f.node);
             }
         }
+        Command::Rtt(Apart(r)) => rtt(r).await?,
         Command::Info(Apart(i)) => {
             let resp: InfoResponse = i.rpc.client().get("/v1/info").await?;
             match i.format {
@@ -394,6 +395,49 @@ async fn client_command(cmd: Command) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// `rtt`: both coordinates as the local agent holds them, and the distance between them in
+/// Serf's words.
+async fn rtt(r: cli::RttArgs) -> Result<(), ClientError> {
+    use gossip_runtime::api::CoordinateResponse;
+    let client = r.rpc.client();
+    let fetch = |name: Option<&str>| {
+        let path = match name {
+            Some(n) => format!("/v1/coordinate?node={}", percent_encode(n)),
+            None => "/v1/coordinate".to_string(),
+        };
+        let client = &client;
+        let name = name.map(str::to_string);
+        async move {
+            match client.get::<CoordinateResponse>(&path).await {
+                Err(ClientError::Refused(msg)) if msg.contains("no coordinate") => {
+                    Err(ClientError::Missing(format!(
+                        "Could not find a coordinate for node {:?}",
+                        name.unwrap_or_default()
+                    )))
+                }
+                other => other,
+            }
+        }
+    };
+    let a = fetch(Some(&r.a)).await?;
+    let b = fetch(r.b.as_deref()).await?;
+    let ms = a.coordinate.distance_secs(&b.coordinate) * 1000.0;
+    println!("Estimated {} <-> {} rtt: {ms:.3} ms", a.node, b.node);
+    Ok(())
+}
+
+/// `s` for a URL's query string: unreserved characters as they are, the rest as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `keys`: Serf's wording, and exit 1 unless every live member succeeded.

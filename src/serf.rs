@@ -108,6 +108,7 @@ fn spec(cmd: &str) -> Option<Vec<(&'static str, Kind, Map)>> {
         "tags" => vec![("set", Value, To("set")), ("delete", Value, To("delete"))],
         "info" => vec![("format", Value, To("format"))],
         "monitor" => vec![("log-level", Value, To("log-level"))],
+        "rtt" => vec![],
         "keys" => vec![
             ("install", Value, To("install")),
             ("use", Value, To("use")),
@@ -132,6 +133,7 @@ Available commands are (gossip-agent's Serf-compatible entry point):
     leave          Gracefully leaves the Serf cluster and shuts down
     members        Lists the members of a Serf cluster
     monitor        Stream logs from a Serf agent
+    rtt            Estimates network round trip time between nodes
     tags           Modify tags of a running Serf agent
     keygen         Generates a new encryption key
     keys           Manipulate the internal encryption keyring used by Serf
@@ -162,7 +164,7 @@ pub fn translate(args: &[String]) -> Result<Translated, String> {
                 "keygen".into(),
             ]));
         }
-        "reachability" | "rtt" => {
+        "reachability" => {
             return Err(format!("serf {cmd} is not supported by gossip-agent"));
         }
         _ => {}
@@ -253,6 +255,9 @@ pub fn translate(args: &[String]) -> Result<Translated, String> {
         }
         "force-leave" if positional.len() != 1 => {
             return Err("serf force-leave: a node name must be specified".into());
+        }
+        "rtt" if positional.is_empty() || positional.len() > 2 => {
+            return Err("One or two node names must be specified".into());
         }
         _ => {}
     }
@@ -439,7 +444,7 @@ fn ignored_key(key: &str) -> Option<&'static str> {
         }
         "protocol" => "it speaks its own wire protocol, one version",
         "enable_compression" => "it sends compact identities instead",
-        "disable_coordinates" => "network coordinates are not kept",
+        "disable_coordinates" => "network coordinates are always kept (Serf 0.8 ignores it too)",
         "enable_syslog" | "syslog_facility" => "it logs to stderr",
         "reconnect_interval" | "reconnect_timeout" => {
             "reaped failed members are tried every 5 s for another reap period (--reap-after)"

@@ -5,6 +5,7 @@ mod util;
 mod agent;
 mod attacks;
 mod cli;
+mod coordinates;
 mod dns;
 mod handlers;
 mod metrics;

@@ -9,6 +9,8 @@
 //! Every member event every node reports is folded into a trace hash ([`Sim::trace_hash`]):
 //! two runs with one seed must give one hash.
 
+pub mod coordinates;
+pub mod latency;
 pub mod scenario;
 
 use std::collections::{HashMap, HashSet};
@@ -44,6 +46,9 @@ pub struct Params {
     /// How a node that has not joined tries again: the agent's policy
     /// (`gossip_core::config::JoinBackoff`, the default of `--retry-join-max`).
     pub join_backoff: JoinBackoff,
+    /// A latency model with structure (regions, access links, jitter) instead of the uniform
+    /// range: each node gets a place, each datagram half its pair's round trip, jittered.
+    pub topology: Option<latency::Topology>,
     /// Keep every member event of every node (for tests; memory grows as N squared).
     pub record_events: bool,
     /// Keep every datagram sent, lost or not, and every one injected ([`Sim::packets`];
@@ -62,6 +67,7 @@ impl Params {
             dup: 0.0,
             config: CoreConfig::default(),
             join_backoff: JoinBackoff::default(),
+            topology: None,
             record_events: true,
             record_packets: false,
         }
@@ -143,6 +149,9 @@ pub struct Sim {
     queue: DeadlineQueue<u64, Ev>,
     slots: Vec<Slot>,
     rng: SmallRng,
+    /// With [`Params::topology`]: the regions, and each node's place (by slot).
+    layout: Option<latency::Layout>,
+    places: Vec<latency::Place>,
     /// One copy of each identity for all nodes (memory: N identities, not N squared).
     interner: gossip_core::Interner,
     trace: Fnv,
@@ -153,6 +162,8 @@ pub struct Sim {
     /// Bytes handed to the network by envelope kind ([`gossip_core::wire::Kind`], indexed by
     /// its byte; the last slot: a kind the build does not know).
     pub bytes_by_kind: [u64; Kind::ALL.len() + 1],
+    /// Datagrams handed to the network by envelope kind (indexed as `bytes_by_kind`).
+    pub packets_by_kind: [u64; Kind::ALL.len() + 1],
     /// Partition group of each node (0 = everyone, until [`Sim::partition`]).
     group: Vec<u32>,
     /// Blocked directions between groups, `(from, to)`.
@@ -207,7 +218,13 @@ impl Sim {
     /// An empty cluster.
     pub fn new(params: Params) -> Self {
         let rng = SmallRng::seed_from_u64(params.seed);
+        let layout = params
+            .topology
+            .clone()
+            .map(|t| latency::Layout::new(t, params.seed));
         Self {
+            layout,
+            places: Vec::new(),
             params,
             now: Duration::ZERO,
             queue: DeadlineQueue::new(),
@@ -218,6 +235,7 @@ impl Sim {
             packets_sent: 0,
             bytes_sent: 0,
             bytes_by_kind: [0; Kind::ALL.len() + 1],
+            packets_by_kind: [0; Kind::ALL.len() + 1],
             group: Vec::new(),
             blocked: HashSet::new(),
             slow: Vec::new(),
@@ -356,6 +374,11 @@ impl Sim {
         }
     }
 
+    /// Node `ix`'s place, with [`Params::topology`].
+    pub fn place(&self, ix: NodeIx) -> Option<&latency::Place> {
+        self.places.get(ix)
+    }
+
     /// Starts a node named `name` with `tags` (alone; see [`Sim::join`]).
     pub fn add_node(&mut self, name: &str, tags: Tags) -> NodeIx {
         let ix = self.slots.len();
@@ -372,6 +395,9 @@ impl Sim {
         });
         self.group.push(0);
         self.slow.push(None);
+        if let Some(layout) = self.layout.as_mut() {
+            self.places.push(layout.place());
+        }
         self.boot(ix);
         ix
     }
@@ -572,7 +598,7 @@ impl Sim {
         let Some(n) = self.slots[ix].node.as_mut() else {
             return false;
         };
-        let _ = n.handle_packet(from, data);
+        let _ = n.handle_packet(self.now, from, data);
         self.drain(ix);
         true
     }
@@ -728,7 +754,7 @@ impl Sim {
                     return;
                 }
                 if let Some(n) = self.slots[ix].node.as_mut() {
-                    let _ = n.handle_packet(from, &data);
+                    let _ = n.handle_packet(self.now, from, &data);
                     self.drain(ix);
                 }
             }
@@ -762,7 +788,7 @@ impl Sim {
                     return;
                 }
                 if let Some(n) = self.slots[node].node.as_mut() {
-                    n.handle_timer(timer);
+                    n.handle_timer(self.now, timer);
                     self.drain(node);
                 }
             }
@@ -786,12 +812,13 @@ impl Sim {
                     self.bytes_sent += data.len() as u64;
                     let slot = Kind::of_packet(&data).map_or(Kind::ALL.len(), |k| k as usize);
                     self.bytes_by_kind[slot] += data.len() as u64;
+                    self.packets_by_kind[slot] += 1;
                     if self.params.loss > 0.0 && self.rng.random_bool(self.params.loss) {
                         continue;
                     }
                     let dest = self.ix_at(to);
                     if self.params.dup > 0.0 && self.rng.random_bool(self.params.dup) {
-                        let lat = self.latency(dest);
+                        let lat = self.latency(ix, dest);
                         self.push(
                             self.now + lat,
                             Ev::Deliver {
@@ -801,7 +828,7 @@ impl Sim {
                             },
                         );
                     }
-                    let lat = self.latency(dest);
+                    let lat = self.latency(ix, dest);
                     self.push(self.now + lat, Ev::Deliver { to, from, data });
                 }
                 Output::Timer { after, timer } => {
@@ -853,11 +880,14 @@ impl Sim {
         }
     }
 
-    /// One-way latency to node `dest`, plus its slowness.
-    fn latency(&mut self, dest: Option<NodeIx>) -> Duration {
-        let mut lat = self
-            .rng
-            .random_range(self.params.latency_min..=self.params.latency_max);
+    /// One-way latency from node `src` to node `dest`, plus its slowness.
+    fn latency(&mut self, src: NodeIx, dest: Option<NodeIx>) -> Duration {
+        let mut lat = match (&self.params.topology, dest) {
+            (Some(t), Some(d)) => t.one_way(&self.places[src], &self.places[d], &mut self.rng),
+            _ => self
+                .rng
+                .random_range(self.params.latency_min..=self.params.latency_max),
+        };
         if let Some(Some(slow)) = dest.map(|d| self.slow[d]) {
             lat += self.rng.random_range(Duration::ZERO..=slow);
         }

@@ -189,8 +189,8 @@ fn print_table(r: &scenario::Report) {
     println!("| bytes per node per s | {:.0} |", r.bytes_per_node_s);
     let k = &r.bytes_by_kind;
     println!(
-        "| of which SWIM / push-pull / notices / acks / user events / queries / other | {:.0} / {:.0} / {:.0} / {:.0} / {:.0} / {:.0} / {:.0} |",
-        k.swim, k.sync, k.notice, k.notice_ack, k.user, k.query, k.other
+        "| of which SWIM / push-pull / coordinates / notices / acks / user events / queries / other | {:.0} / {:.0} / {:.0} / {:.0} / {:.0} / {:.0} / {:.0} / {:.0} |",
+        k.swim, k.sync, k.coordinates, k.notice, k.notice_ack, k.user, k.query, k.other
     );
     println!(
         "| simulated s / wall s | {:.1} / {:.1} = {:.1}x |",

@@ -64,6 +64,9 @@ pub struct BytesByKind {
     pub swim: f64,
     /// Push-pull: full state (joins), digests (periodic) and what digests ask for.
     pub sync: f64,
+    /// Network coordinates: in acks (the coordinate's bytes only; the ack itself counts as
+    /// SWIM) and passed on with full states and digests.
+    pub coordinates: f64,
     /// Acknowledged notices (leave, tag change, suspicion).
     pub notice: f64,
     /// Notice acknowledgements.
@@ -228,6 +231,7 @@ pub fn run(cfg: &RunConfig) -> Report {
     let formation_wall_s = wall.elapsed().as_secs_f64();
     let (packets_at_formation, bytes_at_formation) = (sim.packets_sent, sim.bytes_sent);
     let kinds_at_formation = sim.bytes_by_kind;
+    let acks_at_formation = sim.packets_by_kind[Kind::FocaCoord as usize];
     let mut violations = Vec::new();
     if formed.is_none() {
         violations.push("liveness: the initial cluster did not converge within 120 s".into());
@@ -397,6 +401,10 @@ pub fn run(cfg: &RunConfig) -> Report {
             / live
             / steady_s
     };
+    let coord_in_acks = ((sim.packets_by_kind[Kind::FocaCoord as usize] - acks_at_formation)
+        * gossip_core::coordinate::WIRE_LEN as u64) as f64
+        / live
+        / steady_s;
     let unknown = Kind::ALL.len();
     let unknown_rate =
         (sim.bytes_by_kind[unknown] - kinds_at_formation[unknown]) as f64 / live / steady_s;
@@ -418,7 +426,8 @@ pub fn run(cfg: &RunConfig) -> Report {
         msgs_per_node_s: (sim.packets_sent - packets_at_formation) as f64 / live / steady_s,
         bytes_per_node_s: (sim.bytes_sent - bytes_at_formation) as f64 / live / steady_s,
         bytes_by_kind: BytesByKind {
-            swim: kind_rate(&[Kind::Foca]),
+            swim: kind_rate(&[Kind::Foca, Kind::FocaCoord]) - coord_in_acks,
+            coordinates: coord_in_acks + kind_rate(&[Kind::Coordinates]),
             sync: kind_rate(&[Kind::Sync, Kind::Digest, Kind::Want]),
             notice: kind_rate(&[Kind::Notice]),
             notice_ack: kind_rate(&[Kind::NoticeAck]),

@@ -131,7 +131,13 @@ func main() {
 	if err != nil {
 		fail("get-coordinate", err)
 	}
-	fmt.Printf("coordinate %v\n", coord)
+	// Coordinates differ by nature (and in dimensions: Serf's 8, our 4); what must hold is
+	// that the agent has one for itself and that it is usable.
+	if coord == nil || len(coord.Vec) == 0 || coord.Height <= 0 || coord.DistanceTo(coord) <= 0 {
+		fmt.Printf("coordinate unusable %v\n", coord)
+	} else {
+		fmt.Println("coordinate usable")
+	}
 
 	stats, err := c.Stats()
 	if err != nil {

@@ -125,6 +125,9 @@ pub enum DecodeError {
     /// A digest entry cut short.
     #[error("truncated digest entry")]
     TruncatedEntry,
+    /// A coordinate, or a list of them, cut short or with bytes left over.
+    #[error("coordinates of the wrong length")]
+    Coordinates,
     /// A forward list longer than allowed.
     #[error("forward list of {len} members, the limit is {max}")]
     ForwardTooLong {

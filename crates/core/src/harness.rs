@@ -26,7 +26,7 @@ pub fn packet(data: &[u8]) -> Vec<Output> {
         unreachable!("a valid identity")
     };
     let from: SocketAddr = PEER.parse().expect("literal address");
-    let _ = node.handle_packet(from, data);
+    let _ = node.handle_packet(std::time::Duration::ZERO, from, data);
     std::iter::from_fn(|| node.poll()).collect()
 }
 

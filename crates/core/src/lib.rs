@@ -11,6 +11,7 @@
 //! - [`wire`]: the packet envelope, our own messages, and the validating foca codec.
 //! - [`member`]: statuses, snapshots and membership events.
 //! - [`config`]: timing profiles and limits.
+//! - [`coordinate`]: network coordinates (Vivaldi, as Serf keeps them) and probe round trips.
 //! - [`crypt`]: the keyring and sealed (encrypted) packets.
 //! - [`node`]: the state machine.
 //! - [`clock`]: the Lamport clocks of user events and queries, bounded against forged times.
@@ -24,6 +25,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod coordinate;
 pub mod crypt;
 pub mod error;
 pub mod harness;
@@ -38,6 +40,7 @@ pub mod validate;
 pub mod wire;
 
 pub use config::{CoreConfig, Profile, Suspicion};
+pub use coordinate::Coordinate;
 pub use error::{CommandError, DropReason, InvalidInput};
 pub use identity::{Interner, Limits, NodeId, ROLE_TAG, Tags};
 pub use member::{EventKind, MemberEvent, MemberInfo, Status};

@@ -39,8 +39,9 @@ use crate::table::KeyTable;
 /// First two bytes of every packet.
 pub const MAGIC: [u8; 2] = *b"GA";
 /// The wire version this build speaks (2: compact identity references in foca headers; 3:
-/// Lamport clocks in full-state and digest exchanges, the asking member's version in queries).
-pub const VERSION: u8 = 3;
+/// Lamport clocks in full-state and digest exchanges, the asking member's version in queries;
+/// 4: network coordinates in acks, full-state and digest exchanges).
+pub const VERSION: u8 = 4;
 /// Length of an identity reference on the wire.
 pub const REF_LEN: usize = 12;
 /// Envelope length in bytes.
@@ -76,11 +77,18 @@ pub enum Kind {
     Challenge = 10,
     /// The echo of a [`Kind::Challenge`]'s cookie. Payload: the cookie.
     ChallengeEcho = 11,
+    /// A foca ack with the sender's network coordinate before it: the coordinate's
+    /// [`crate::coordinate::WIRE_LEN`] bytes, then the foca packet.
+    FocaCoord = 12,
+    /// Members' network coordinates, after a full state or a digest: a flag byte (1: the
+    /// first entry is the sender's own), a count (varint), then per member its name key
+    /// (u64 LE) and coordinate.
+    Coordinates = 13,
 }
 
 impl Kind {
     /// Every kind, in the order of their bytes.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Self::Foca,
         Self::Sync,
         Self::Notice,
@@ -93,6 +101,8 @@ impl Kind {
         Self::QueryResponse,
         Self::Challenge,
         Self::ChallengeEcho,
+        Self::FocaCoord,
+        Self::Coordinates,
     ];
 
     /// A name for metrics labels: `swim` (foca's probes and gossip), `sync`, `notice`, ...
@@ -110,6 +120,8 @@ impl Kind {
             Self::QueryResponse => "query_response",
             Self::Challenge => "challenge",
             Self::ChallengeEcho => "challenge_echo",
+            Self::FocaCoord => "swim_ack_coordinate",
+            Self::Coordinates => "coordinates",
         }
     }
 
@@ -133,6 +145,8 @@ impl Kind {
             9 => Self::QueryResponse,
             10 => Self::Challenge,
             11 => Self::ChallengeEcho,
+            12 => Self::FocaCoord,
+            13 => Self::Coordinates,
             _ => return None,
         })
     }

@@ -125,6 +125,7 @@ fn check_members(members: &[MemberInfo]) {
         members: members.to_vec(),
         local: local(),
         index: 0,
+        coordinates: Default::default(),
     };
     for flag in [
         "nginx:path=/nonexistent/upstream.conf,upstream=app,default_port=8080",

@@ -91,6 +91,9 @@ pub struct InfoResponse {
     /// See `event_clock`.
     #[serde(default)]
     pub query_clock: u64,
+    /// This agent's network coordinate.
+    #[serde(default)]
+    pub coordinate: Option<gossip_core::Coordinate>,
 }
 
 /// `POST /v1/keys`: a key command for every live member.
@@ -328,4 +331,14 @@ mod tests {
             "a     10.0.0.1:7946  alive    role=x\nbbbb  10.0.0.1:7946  left     role=y\n"
         );
     }
+}
+
+/// Answer to `GET /v1/coordinate?node=NAME`: a member's network coordinate as this agent
+/// holds it (its own when `node` is left out). Distances are in seconds, as Serf's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoordinateResponse {
+    /// The member.
+    pub node: String,
+    /// Its coordinate.
+    pub coordinate: gossip_core::Coordinate,
 }

@@ -65,6 +65,12 @@ pub enum Command {
     ),
     /// Serf's `stats`: sections of names to values.
     Stats(oneshot::Sender<BTreeMap<String, BTreeMap<String, String>>>),
+    /// A member's network coordinate as this node holds it (`None`: this node's own);
+    /// answered with the member's name and coordinate, or `None` when it has none for it.
+    Coordinate(
+        Option<String>,
+        oneshot::Sender<Option<(String, gossip_core::Coordinate)>>,
+    ),
 }
 
 /// A user event to send (from the HTTP API or Serf's RPC: the payload is bytes).

@@ -108,6 +108,7 @@ fn router(state: State) -> Router {
         .route("/v1/force-leave", post(force_leave))
         .route("/v1/query", post(query))
         .route("/v1/keys", post(keys))
+        .route("/v1/coordinate", get(coordinate))
         .route("/v1/stream", get(crate::watch::stream))
         .route("/v1/monitor", get(crate::watch::monitor))
         .route("/metrics", get(crate::metrics::metrics))
@@ -324,6 +325,34 @@ fn with_index(body: MembersResponse, index: u64) -> Response {
 async fn info(AxState(s): AxState<State>) -> Response {
     match ask(&s, Command::Info).await {
         Ok(i) => Json(i).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `?node=NAME` of `GET /v1/coordinate`.
+#[derive(Debug, serde::Deserialize)]
+struct CoordinateQuery {
+    node: Option<String>,
+}
+
+/// `GET /v1/coordinate[?node=NAME]`: the member's coordinate as this agent holds it (its
+/// own without `node`); 404 when it holds none for that member (yet).
+async fn coordinate(
+    AxState(s): AxState<State>,
+    axum::extract::Query(q): axum::extract::Query<CoordinateQuery>,
+) -> Response {
+    let asked = q.node.clone();
+    match ask(&s, |tx| Command::Coordinate(q.node, tx)).await {
+        Ok(Some((node, coordinate))) => {
+            Json(crate::api::CoordinateResponse { node, coordinate }).into_response()
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no coordinate for node {:?} (not a member, or not probed yet)",
+                asked.unwrap_or_default()
+            ),
+        ),
         Err(r) => r,
     }
 }

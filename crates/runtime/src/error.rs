@@ -101,6 +101,9 @@ pub enum ClientError {
     /// A bad argument (exit code 2).
     #[error("{0}")]
     Usage(String),
+    /// What was asked for does not exist here (a coordinate the agent does not hold).
+    #[error("{0}")]
+    Missing(String),
 }
 
 impl ClientError {

@@ -318,6 +318,46 @@ impl Collector for Reading {
             "Members reported suspect (a probe failed, here or elsewhere).",
             st.suspicions,
         )?;
+        let rtt = &st.probe_rtt;
+        enc.encode_descriptor(
+            "gossip_probe_rtt_seconds",
+            "Round trips of this agent's direct probes (ping to ack).",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            rtt.sum_secs(),
+            rtt.count,
+            &rtt.by_bound(),
+            None,
+        )?;
+        counter(
+            &mut enc,
+            "gossip_coordinate_updates",
+            "Network coordinate samples applied (timed probes answered).",
+            st.coordinate_updates,
+        )?;
+        counter(
+            &mut enc,
+            "gossip_coordinate_resets",
+            "Times this agent's coordinate went bad and was reset.",
+            st.coordinate_resets,
+        )?;
+        counter(
+            &mut enc,
+            "gossip_coordinates_refused",
+            "Coordinates from peers refused (not finite, or out of bounds) and not kept.",
+            st.coordinates_refused,
+        )?;
+        if let Some(c) = &i.coordinate {
+            let g = ConstGauge::new(c.error);
+            g.encode(enc.encode_descriptor(
+                "gossip_coordinate_error",
+                "This agent's own estimate of its coordinate's relative error (1.5 at start).",
+                None,
+                g.metric_type(),
+            )?)?;
+        }
         counters(
             &mut enc,
             "gossip_suspicions_ended",

@@ -186,6 +186,7 @@ impl Node {
         &mut self,
         from: SocketAddr,
         payload: &[u8],
+        coord: Option<Result<crate::Coordinate, crate::coordinate::CoordinateError>>,
     ) -> Result<bool, DropReason> {
         use foca::Codec;
         let mut codec = ValidatingCodec::peeking(self.config.limits, self.dir.clone());
@@ -214,9 +215,11 @@ impl Node {
             return Err(DropReason::Buried);
         }
         self.tell_outranked(from, &header.src);
-        if header.dst == me
-            || (header.message == foca::Message::Announce && header.dst.name() == me.name())
-        {
+        if header.dst == me {
+            self.on_probe_answer(&header.src, &header.message, coord);
+            return Ok(true);
+        }
+        if header.message == foca::Message::Announce && header.dst.name() == me.name() {
             return Ok(true);
         }
         if header.dst.name() != me.name() {
@@ -375,8 +378,13 @@ impl Node {
             drained += 1;
         }
         while let Some((to, data)) = self.membership.rt.to_send() {
-            let mut out = Vec::with_capacity(wire::ENVELOPE_LEN + data.len());
-            wire::put_envelope(&mut out, Kind::Foca);
+            let kind = self.foca_kind_out(&to, &data);
+            let mut out =
+                Vec::with_capacity(wire::ENVELOPE_LEN + crate::coordinate::WIRE_LEN + data.len());
+            wire::put_envelope(&mut out, kind);
+            if kind == Kind::FocaCoord {
+                out.extend_from_slice(&self.coordinate().encode());
+            }
             out.extend_from_slice(&data);
             self.transmit(to.addr(), out);
             drained += 1;
@@ -409,6 +417,7 @@ impl Node {
         }
         if membership_changed {
             self.resize();
+            self.prune_coordinates();
         }
         if !self.suspicion.suspects.is_empty() {
             self.settle_suspects();
@@ -618,11 +627,17 @@ impl Node {
     }
 
     /// A foca (SWIM) packet: admitted by its header ([`Node::admit_foca`]), then handed to foca.
-    pub(super) fn on_foca(&mut self, from: SocketAddr, payload: &[u8]) -> Result<(), DropReason> {
+    /// `coord`: the coordinate the packet came with (an ack's), checked or refused.
+    pub(super) fn on_foca(
+        &mut self,
+        from: SocketAddr,
+        payload: &[u8],
+        coord: Option<Result<crate::Coordinate, crate::coordinate::CoordinateError>>,
+    ) -> Result<(), DropReason> {
         if self.left {
             return Ok(());
         }
-        if !self.admit_foca(from, payload)? {
+        if !self.admit_foca(from, payload, coord)? {
             return Ok(());
         }
         let result = self

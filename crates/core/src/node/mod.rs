@@ -16,12 +16,15 @@
 //! - `suspicion`: Lifeguard (suspicion timers, health, early verdicts);
 //! - `queries` and `events`: queries and user events;
 //! - `reconnect`: reaped failed members still tried, so partitions heal;
-//! - `outbox`: effects in order, datagrams through the anti-amplification limit.
+//! - `outbox`: effects in order, datagrams through the anti-amplification limit;
+//! - `coords`: probe round trips, our network coordinate and the members'.
 //!
-//! The node keeps no clock and no thread RNG: randomness comes from the seed given to
+//! The node reads no clock and no thread RNG: the time comes with each packet and timer (a
+//! monotonic reading of the driver's clock, only used to time probes), randomness from the seed given to
 //! [`Node::new`], the identity version from the driver, and every collection it iterates for
 //! a decision keeps insertion order.
 
+mod coords;
 mod events;
 mod membership;
 mod notices;
@@ -182,6 +185,18 @@ pub struct Stats {
     /// Of those, sent again because no acknowledgement came in time.
     #[serde(default)]
     pub acked_retransmitted: u64,
+    /// Network coordinate samples applied (one per timed probe answered with a coordinate).
+    #[serde(default)]
+    pub coordinate_updates: u64,
+    /// Times our coordinate went bad (not finite) and was reset (Serf's `coordinate_resets`).
+    #[serde(default)]
+    pub coordinate_resets: u64,
+    /// Coordinates from peers refused (not finite, or out of bounds) and not kept.
+    #[serde(default)]
+    pub coordinates_refused: u64,
+    /// Round trips of our direct probes (a histogram; `/metrics` shows it, `info` does not).
+    #[serde(skip)]
+    pub probe_rtt: crate::coordinate::RttHistogram,
     /// Datagrams and bytes by message kind (indexed as [`Kind::ALL`]), in and out. Only
     /// datagrams with a valid envelope count in; `/metrics` shows them (`info` does not).
     #[serde(skip)]
@@ -249,6 +264,10 @@ pub struct Node {
     queries: Queries,
     /// Reaped failed members still tried.
     reconnect: Reconnect,
+    /// Network coordinates and the probe being timed.
+    coords: coords::Coords,
+    /// The driver's clock at the packet or timer being handled.
+    now: Duration,
     /// Effects for the driver.
     out: Outbox,
 }
@@ -270,6 +289,7 @@ impl Node {
         let mut rng = SmallRng::seed_from_u64(seed);
         let foca_rng = SmallRng::seed_from_u64(rng.random());
         let secret: [u8; 32] = rng.random();
+        let coords_rng = SmallRng::seed_from_u64(rng.random());
         let dir = SharedDirectory::default();
         dir.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -299,6 +319,8 @@ impl Node {
             events: crate::user::EventBuffer::default(),
             queries: Queries::default(),
             reconnect: Reconnect::default(),
+            coords: coords::Coords::new(coords_rng),
+            now: Duration::ZERO,
             out: Outbox {
                 queue: VecDeque::new(),
                 limiter: crate::validate::Limiter::new(secret),
@@ -343,6 +365,10 @@ impl Node {
             limited_dropped: c.dropped,
             challenges: c.challenges,
             validated: c.validated,
+            coordinate_updates: self.coords.vivaldi.updates(),
+            coordinate_resets: self.coords.vivaldi.resets(),
+            coordinates_refused: self.coords.refused,
+            probe_rtt: self.coords.rtt,
             ..self.stats
         }
     }
@@ -424,9 +450,16 @@ impl Node {
         Ok(())
     }
 
-    /// Handles one datagram from `from`. A packet that is not ours, malformed or refused is
-    /// dropped, counted and returned as an error; nothing else changes then.
-    pub fn handle_packet(&mut self, from: SocketAddr, data: &[u8]) -> Result<(), DropReason> {
+    /// Handles one datagram from `from`, received at `now` (the driver's monotonic clock,
+    /// from any fixed start; it times probes). A packet that is not ours, malformed or
+    /// refused is dropped, counted and returned as an error; nothing else changes then.
+    pub fn handle_packet(
+        &mut self,
+        now: Duration,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), DropReason> {
+        self.now = self.now.max(now);
         self.stats.packets_in += 1;
         self.stats.bytes_in += data.len() as u64;
         let counted = self.out.limiter.limits(from);
@@ -461,7 +494,12 @@ impl Node {
         t.packets_in += 1;
         t.bytes_in += data.len() as u64;
         match kind {
-            Kind::Foca => self.on_foca(from, payload),
+            Kind::Foca => self.on_foca(from, payload, None),
+            Kind::FocaCoord => {
+                let (coord, packet) = Self::split_foca_coord(payload)?;
+                self.on_foca(from, packet, Some(coord))
+            }
+            Kind::Coordinates => self.on_coordinates(from, payload),
             Kind::Unknown => self.on_unknown(from, payload),
             Kind::User => self.on_user(from, payload),
             Kind::Digest => self.on_digest(from, payload),
@@ -476,8 +514,10 @@ impl Node {
         }
     }
 
-    /// Handles a timer scheduled through [`Output::Timer`].
-    pub fn handle_timer(&mut self, timer: TimerEvent) {
+    /// Handles a timer scheduled through [`Output::Timer`], due at `now` (the clock of
+    /// [`Node::handle_packet`]).
+    pub fn handle_timer(&mut self, now: Duration, timer: TimerEvent) {
+        self.now = self.now.max(now);
         match timer {
             TimerEvent::Foca(t) => self.on_foca_timer(t),
             TimerEvent::PushPull => self.on_push_pull(),
@@ -551,7 +591,8 @@ mod tests {
             })
             .collect();
         assert_eq!(to_b.len(), 1);
-        b.handle_packet(a.identity().addr(), &to_b[0]).unwrap();
+        b.handle_packet(Duration::ZERO, a.identity().addr(), &to_b[0])
+            .unwrap();
         let out = drain(&mut b);
         assert!(out.iter().any(
             |o| matches!(o, Output::Event(e) if e.kind == EventKind::Join && e.member.name() == "a")
@@ -563,7 +604,8 @@ mod tests {
                 _ => None,
             })
             .expect("b answers with its state");
-        a.handle_packet(b.identity().addr(), &reply).unwrap();
+        a.handle_packet(Duration::ZERO, b.identity().addr(), &reply)
+            .unwrap();
         assert!(a.is_joined());
         assert_eq!(a.members().len(), 2);
     }
@@ -583,7 +625,7 @@ mod tests {
             let mut a = node("a", 1);
             drain(&mut a);
             let from = SocketAddr::from(([127, 0, 0, 9], 9));
-            let r = a.handle_packet(from, &data);
+            let r = a.handle_packet(Duration::ZERO, from, &data);
             let s = a.stats();
             prop_assert_eq!(s.packets_in, 1);
             prop_assert_eq!(s.dropped(), u64::from(r.is_err()));
@@ -591,14 +633,14 @@ mod tests {
 
         #[test]
         fn random_payloads_behind_a_valid_envelope_never_panic(
-            kind in 0u8..8,
+            kind in 0u8..14,
             payload in proptest::collection::vec(any::<u8>(), 0..3000),
         ) {
             let mut a = node("a", 1);
             drain(&mut a);
             let mut data = vec![b'G', b'A', wire::VERSION, kind];
             data.extend(payload);
-            let _ = a.handle_packet(SocketAddr::from(([127, 0, 0, 9], 9)), &data);
+            let _ = a.handle_packet(Duration::ZERO, SocketAddr::from(([127, 0, 0, 9], 9)), &data);
             drain(&mut a);
         }
     }
@@ -615,7 +657,7 @@ mod tests {
             let addr = SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7946));
             let src = NodeId::new(&format!("src{i}"), addr, 1, Tags::new(), &l).unwrap();
             let dst = NodeId::new(&format!("dst{i}"), addr, 1, Tags::new(), &l).unwrap();
-            let r = a.handle_packet(from, &crate::harness::announce(&src, &dst));
+            let r = a.handle_packet(Duration::ZERO, from, &crate::harness::announce(&src, &dst));
             assert!(matches!(r, Err(DropReason::Misaddressed)), "{r:?}");
             drain(&mut a);
         }

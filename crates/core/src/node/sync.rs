@@ -97,6 +97,7 @@ impl Node {
             self.await_answer(to);
         }
         self.send_chunked(to, Kind::Sync, Some(reply), &items);
+        self.send_coordinates(to, true);
     }
 
     /// Our periodic push-pull: a digest of the membership, 14 bytes a member.
@@ -110,6 +111,7 @@ impl Node {
             self.await_answer(to);
         }
         self.send_chunked(to, Kind::Digest, Some(reply), &items);
+        self.send_coordinates(to, false);
     }
 
     /// Sends `items` (each already encoded) in as few packets as fit, each a standalone

@@ -24,6 +24,18 @@ pub enum WriterKind {
     Template,
 }
 
+/// The order a writer renders members in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// By name (the default): the output changes only when members do.
+    #[default]
+    Name,
+    /// By estimated round trip from this node (network coordinates), in steps of 0.1 ms,
+    /// then by name; members without a coordinate yet come last.
+    Nearest,
+}
+
 /// One writer. Which keys apply depends on `kind` (see the README); others are refused.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +82,11 @@ pub struct WriterConfig {
     pub reconcile_secs: Option<u64>,
     /// template: the template file.
     pub template: Option<PathBuf>,
+    /// nginx, template: the order members are rendered in (default `name`).
+    pub order: Option<Order>,
+    /// nginx, with `order = "nearest"`: only the nearest this many are plain servers; the
+    /// others are marked `backup` (nginx sends them traffic only when those are down).
+    pub nearest: Option<usize>,
 }
 
 impl WriterConfig {
@@ -88,10 +105,12 @@ impl WriterConfig {
                 continue;
             }
             let value = match k {
-                "default_port" | "debounce_ms" | "reconcile_secs" => toml::Value::Integer(
-                    v.parse::<i64>()
-                        .map_err(|_| format!("writer option {k}: {v:?} is not a number"))?,
-                ),
+                "default_port" | "debounce_ms" | "reconcile_secs" | "nearest" => {
+                    toml::Value::Integer(
+                        v.parse::<i64>()
+                            .map_err(|_| format!("writer option {k}: {v:?} is not a number"))?,
+                    )
+                }
                 "include_suspect" => toml::Value::Boolean(
                     v.parse::<bool>()
                         .map_err(|_| format!("writer option {k}: {v:?} is not true or false"))?,
@@ -145,6 +164,20 @@ impl WriterConfig {
             self.kind != WriterKind::Template && self.template.is_some(),
             "template",
         )?;
+        forbid(
+            matches!(self.kind, WriterKind::Dnsmasq | WriterKind::Hipache) && self.order.is_some(),
+            "order",
+        )?;
+        forbid(
+            self.kind != WriterKind::Nginx && self.nearest.is_some(),
+            "nearest",
+        )?;
+        if self.nearest.is_some() && self.order != Some(Order::Nearest) {
+            return Err("nginx writer: `nearest` needs `order = \"nearest\"`".into());
+        }
+        if self.nearest == Some(0) {
+            return Err("nginx writer: `nearest` must be at least 1".into());
+        }
         let hipache_only = [
             (self.redis_url.is_some(), "redis_url"),
             (self.frontend.is_some(), "frontend"),
@@ -243,6 +276,8 @@ impl WriterConfig {
                     port_tag: self.port_tag(),
                     default_port: self.default_port.unwrap_or(80),
                     server_params: self.server_params.clone(),
+                    order: self.order.unwrap_or_default(),
+                    nearest: self.nearest,
                 };
                 (
                     format!("nginx:{}", r.upstream),
@@ -270,7 +305,8 @@ impl WriterConfig {
                     tag: self.port_tag(),
                     default: self.default_port,
                 };
-                let r = template::TemplateRender::load(&path, selector, live, ports)?;
+                let r = template::TemplateRender::load(&path, selector, live, ports)?
+                    .with_order(self.order.unwrap_or_default());
                 (
                     format!("template:{}", path.display()),
                     Engine::File {

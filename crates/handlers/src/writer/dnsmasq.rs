@@ -48,6 +48,7 @@ mod tests {
             members: vec![a.clone(), mk("evil", "10.0.0.9", "x y;$(rm)")],
             local: a.id,
             index: 0,
+            coordinates: Default::default(),
         };
         let r = DnsmasqRender {
             selector: Selector::all(),

@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use config::{WriterConfig, WriterKind, parse_signal};
+pub use config::{Order, WriterConfig, WriterKind, parse_signal};
 
 use crate::script::{self, Outcome};
 
@@ -37,6 +37,19 @@ pub struct Snapshot {
     /// joined, left, failed, turned suspect or changed tags), so a client that saw index N
     /// can wait for the next (`GET /v1/members?index=N&wait=30s`).
     pub index: u64,
+    /// Network coordinates this node holds, by member name (its own included), for writers
+    /// that order by distance. Refreshed every few seconds without a new `index` when some
+    /// writer or the DNS server uses them.
+    pub coordinates: Arc<std::collections::BTreeMap<String, gossip_core::Coordinate>>,
+}
+
+impl Snapshot {
+    /// Estimated round trip from this node to `name`, in seconds, when both coordinates
+    /// are known.
+    pub fn rtt_to(&self, name: &str) -> Option<f64> {
+        let here = self.coordinates.get(self.local.name())?;
+        Some(here.distance_secs(self.coordinates.get(name)?))
+    }
 }
 
 /// A writer failure. Retryable ones are tried again with backoff.
@@ -368,6 +381,19 @@ fn selected<'a>(
         .filter(|m| live.admits(m) && sel.matches(m))
         .collect();
     v.sort_by(|a, b| a.name().cmp(b.name()));
+    v
+}
+
+/// `v` (sorted by name) in `order`: for [`Order::Nearest`], by estimated round trip in steps
+/// of 0.1 ms (so noise in the estimates does not reorder members that are about as near),
+/// ties and members without a coordinate keeping name order, the latter last.
+fn in_order<'a>(s: &Snapshot, mut v: Vec<&'a MemberInfo>, order: Order) -> Vec<&'a MemberInfo> {
+    if order == Order::Nearest {
+        v.sort_by_key(|m| {
+            s.rtt_to(m.name())
+                .map_or(u64::MAX, |d| (d * 10_000.0).round() as u64)
+        });
+    }
     v
 }
 

@@ -94,9 +94,16 @@ pub(super) struct TemplateRender {
     selector: Selector,
     live: Liveness,
     ports: PortSource,
+    order: super::Order,
 }
 
 impl TemplateRender {
+    /// Renders `members` in `order` (name by default).
+    pub(super) fn with_order(mut self, order: super::Order) -> Self {
+        self.order = order;
+        self
+    }
+
     /// Loads and compiles `path`; a syntax error is reported here, at start.
     pub(super) fn load(
         path: &std::path::Path,
@@ -119,6 +126,7 @@ impl TemplateRender {
             selector,
             live,
             ports,
+            order: super::Order::Name,
         })
     }
 
@@ -126,10 +134,11 @@ impl TemplateRender {
         let mut all: Vec<&gossip_core::MemberInfo> = s.members.iter().collect();
         all.sort_by(|a, b| a.name().cmp(b.name()));
         let of = |m| M::of(m, &self.ports);
-        let members: Vec<M> = selected(s, &self.selector, self.live)
-            .into_iter()
-            .map(of)
-            .collect();
+        let members: Vec<M> =
+            super::in_order(s, selected(s, &self.selector, self.live), self.order)
+                .into_iter()
+                .map(of)
+                .collect();
         let all_members: Vec<M> = all.into_iter().map(of).collect();
         let local = s.members.iter().find(|m| m.id == s.local);
         let ctx = minijinja::context! {
@@ -177,6 +186,7 @@ mod tests {
             members,
             local,
             index: 0,
+            coordinates: Default::default(),
         })
         .map(|b| String::from_utf8(b).unwrap())
     }
@@ -236,6 +246,7 @@ mod tests {
             members: vec![a.clone(), mk("a", "10.0.0.1")],
             local: a.id,
             index: 0,
+            coordinates: Default::default(),
         };
         let r = TemplateRender::load(&p, Selector::all(), live(), ports()).unwrap();
         assert_eq!(

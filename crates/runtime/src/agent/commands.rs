@@ -107,6 +107,10 @@ impl Driver {
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
+            Command::Coordinate(node, reply) => {
+                let name = node.unwrap_or_else(|| self.node.identity().name().to_string());
+                let _ = reply.send(self.node.coordinate_of(&name).map(|c| (name, c)));
+            }
         }
     }
 
@@ -230,8 +234,8 @@ impl Driver {
     pub(super) fn stats(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         let info = self.info();
         let s = |v: &dyn ToString| v.to_string();
-        // Serf's "serf" section also has health_score, member_time, the queue depths and
-        // coordinate_resets: figures this agent does not keep, so they are left out.
+        // Serf's "serf" section also has health_score, member_time and the queue depths:
+        // figures this agent does not keep, so they are left out.
         let count = |k: &str| info.members.get(k).copied().unwrap_or(0);
         let mut out = BTreeMap::new();
         out.insert(
@@ -263,6 +267,10 @@ impl Driver {
                 ("event_time".to_string(), s(&info.event_clock)),
                 ("query_time".to_string(), s(&info.query_clock)),
                 ("encrypted".to_string(), s(&self.crypt.is_some())),
+                (
+                    "coordinate_resets".to_string(),
+                    s(&info.stats.coordinate_resets),
+                ),
             ]),
         );
         out.insert("tags".to_string(), info.node.tags.clone());
@@ -303,6 +311,7 @@ impl Driver {
             dns: self.dns.as_ref().map(|d| d.stats()),
             event_clock: self.node.clocks().event,
             query_clock: self.node.clocks().query,
+            coordinate: Some(self.node.coordinate()),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gossip_core::{MemberEvent, Output};
 use gossip_handlers::Snapshot;
@@ -17,6 +17,10 @@ use crate::command::Command;
 use crate::config::AgentConfig;
 use crate::crypt::Opened;
 use crate::error::AgentError;
+
+/// How often the published snapshot's coordinates are refreshed (see
+/// [`Driver::refresh_coordinates`]).
+const COORDINATES_REFRESH: Duration = Duration::from_secs(5);
 
 impl Driver {
     pub(super) async fn run(
@@ -90,7 +94,8 @@ impl Driver {
             }
             None => packet,
         };
-        if let Err(reason) = self.node.handle_packet(from, plain) {
+        let now = self.epoch.elapsed();
+        if let Err(reason) = self.node.handle_packet(now, from, plain) {
             tracing::debug!(%from, %reason, "packet dropped");
         }
     }
@@ -98,15 +103,18 @@ impl Driver {
     pub(super) fn fire_timers(&mut self) {
         let now = Instant::now();
         while let Some((_, timer)) = self.timers.pop_due(now) {
-            self.node.handle_timer(timer);
+            self.node
+                .handle_timer(now.saturating_duration_since(self.epoch), timer);
         }
     }
 
     /// Hands writers the current member set, when it differs from the last one in any member's
     /// identity or status.
-    pub(super) fn publish_snapshot(&self) {
+    pub(super) fn publish_snapshot(&mut self) {
         let members = self.node.members();
         let local = self.node.identity().clone();
+        let coordinates = self.coordinates_of(&members);
+        self.coordinates_published = Instant::now();
         self.snapshot_tx.send_if_modified(|cur| {
             let same = cur.local == local
                 && cur.members.len() == members.len()
@@ -117,10 +125,43 @@ impl Driver {
                     members,
                     local,
                     index,
+                    coordinates,
                 });
             }
             !same
         });
+    }
+
+    /// The coordinates this node holds of `members`, by name.
+    fn coordinates_of(
+        &self,
+        members: &[gossip_core::MemberInfo],
+    ) -> Arc<std::collections::BTreeMap<String, gossip_core::Coordinate>> {
+        Arc::new(
+            members
+                .iter()
+                .filter_map(|m| Some((m.name().to_string(), self.node.coordinate_of(m.name())?)))
+                .collect(),
+        )
+    }
+
+    /// Every [`COORDINATES_REFRESH`], when a writer orders by distance or the DNS server
+    /// runs: the published snapshot gets the coordinates held now (same members, same
+    /// index: blocking queries do not wake; writers render again and rewrite only if their
+    /// output changed).
+    fn refresh_coordinates(&mut self) {
+        if !self.coordinates_wanted || self.coordinates_published.elapsed() < COORDINATES_REFRESH {
+            return;
+        }
+        self.coordinates_published = Instant::now();
+        let cur = self.snapshot_tx.borrow().clone();
+        let coordinates = self.coordinates_of(&cur.members);
+        if coordinates != cur.coordinates {
+            self.snapshot_tx.send_replace(Arc::new(Snapshot {
+                coordinates,
+                ..(*cur).clone()
+            }));
+        }
     }
 
     pub(super) fn start_leave(&mut self, why: &str) {
@@ -236,6 +277,8 @@ impl Driver {
         if self.members_changed {
             self.members_changed = false;
             self.publish_snapshot();
+        } else {
+            self.refresh_coordinates();
         }
         self.joined_tx.send_if_modified(|j| {
             let now = self.node.is_joined();

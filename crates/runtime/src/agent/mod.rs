@@ -149,6 +149,7 @@ pub async fn run_with(
         members: node.members(),
         local: node.identity().clone(),
         index: 1,
+        coordinates: Default::default(),
     });
     let (snapshot_tx, snapshot_rx) = watch::channel(first);
     let dispatcher = Dispatcher::spawn(config.handlers.clone(), config.dispatch);
@@ -225,10 +226,18 @@ pub async fn run_with(
         ));
     }
 
+    let coordinates_wanted = dns_counters.is_some()
+        || config
+            .writers
+            .iter()
+            .any(|w| w.order == Some(gossip_handlers::writer::Order::Nearest));
     let mut driver = Driver {
+        coordinates_wanted,
+        coordinates_published: Instant::now(),
         node,
         socket,
         timers: DeadlineQueue::new(),
+        epoch: Instant::now(),
         config,
         overlay: TagOverlay::default(),
         started,
@@ -259,6 +268,9 @@ struct Driver {
     node: Node,
     socket: UdpSocket,
     timers: DeadlineQueue<Instant, TimerEvent>,
+    /// The start of the core's clock: packets and timers are handed to it with the time
+    /// since then (it times probes with it).
+    epoch: Instant,
     config: AgentConfig,
     overlay: TagOverlay,
     started: Instant,
@@ -278,6 +290,11 @@ struct Driver {
     hub: Arc<crate::stream::Hub>,
     /// The DNS server's counters, when it runs.
     dns: Option<Arc<crate::dns::DnsCounters>>,
+    /// Whether the snapshot's coordinates are refreshed between membership changes (a
+    /// writer orders by distance, or the DNS server runs).
+    coordinates_wanted: bool,
+    /// When the snapshot's coordinates were last published.
+    coordinates_published: Instant,
     /// Gossip encryption, when on.
     crypt: Option<Crypt>,
     /// Rate limits of warnings about dropped packets.

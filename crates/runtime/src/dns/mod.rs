@@ -194,13 +194,43 @@ pub async fn serve(
     );
 }
 
+/// The coordinate of the member at `ip`, when exactly one member is there and this agent
+/// holds its coordinate.
+fn asker_coordinate(
+    snapshot: &Arc<Snapshot>,
+    ip: std::net::IpAddr,
+) -> Option<gossip_core::Coordinate> {
+    if snapshot.coordinates.is_empty() {
+        return None;
+    }
+    let mut at = snapshot
+        .members
+        .iter()
+        .filter(|m| m.addr().ip() == ip && m.status.is_live());
+    let m = at.next()?;
+    if at.next().is_some() {
+        return None;
+    }
+    snapshot.coordinates.get(m.name()).copied()
+}
+
 impl Server {
     /// The answer to one query's bytes from the member table; `Err` with the parsed query
     /// when it is to be forwarded; `Ok(None)` when it is dropped. Over UDP the answer is
     /// truncated to the client's size.
-    fn local(&self, bytes: &[u8], udp: bool) -> Result<Option<Vec<u8>>, Box<Message>> {
+    ///
+    /// When the asker (`from`) is a member whose coordinate this agent holds, addresses are
+    /// ordered by estimated round trip from it (nearest first; equally near ones shuffled),
+    /// and the answer is neither taken from nor kept in the cache.
+    fn local(
+        &self,
+        bytes: &[u8],
+        udp: bool,
+        from: std::net::IpAddr,
+    ) -> Result<Option<Vec<u8>>, Box<Message>> {
         DnsCounters::inc(&self.counters.queries);
-        let question = cache::question(bytes, udp);
+        let near = asker_coordinate(&self.members.borrow(), from);
+        let question = cache::question(bytes, udp).filter(|_| near.is_none());
         if let Some(q) = &question {
             let snapshot = self.members.borrow().clone();
             let mut c = self
@@ -233,7 +263,12 @@ impl Server {
             .seed
             .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         let snapshot = self.members.borrow().clone();
-        let (outcome, kind) = answer::answer(&req, &snapshot.members, &self.zone, seed);
+        let distance = |m: &gossip_core::MemberInfo| {
+            let c = snapshot.coordinates.get(m.name())?;
+            Some(near.as_ref()?.distance_secs(c))
+        };
+        let near_fn: Option<answer::Near<'_>> = near.is_some().then_some(&distance);
+        let (outcome, kind) = answer::answer(&req, &snapshot.members, &self.zone, seed, near_fn);
         let Outcome::Answer(mut resp) = outcome else {
             return Err(Box::new(req));
         };
@@ -350,7 +385,7 @@ async fn serve_udp(udp: Arc<UdpSocket>, server: Arc<Server>) {
                 continue;
             }
         };
-        match server.local(&buf[..n], true) {
+        match server.local(&buf[..n], true, from.ip()) {
             Ok(Some(out)) => {
                 let _ = udp.send_to(&out, from).await;
             }
@@ -388,6 +423,7 @@ async fn serve_tcp(tcp: TcpListener, server: Arc<Server>) {
 
 /// One TCP connection: length-prefixed queries, answered in turn.
 async fn serve_conn(mut s: TcpStream, server: &Arc<Server>) -> Option<()> {
+    let peer = s.peer_addr().ok()?.ip();
     loop {
         let mut len = [0u8; 2];
         tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len))
@@ -400,7 +436,7 @@ async fn serve_conn(mut s: TcpStream, server: &Arc<Server>) -> Option<()> {
             .await
             .ok()?
             .ok()?;
-        let out = match server.local(&q, false) {
+        let out = match server.local(&q, false, peer) {
             Ok(Some(out)) => out,
             // Not DNS: the connection is not worth keeping.
             Ok(None) => return None,

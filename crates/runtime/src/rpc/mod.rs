@@ -514,12 +514,28 @@ impl Conn {
                 self.reply_with(seq, "", &stats).await
             }
             "get-coordinate" => {
-                let _req: proto::Body = r.decode().await?;
-                // Coordinates are not computed by this agent yet: Serf's answer when it has
-                // none for the node.
-                let body = proto::CoordinateAnswer {
-                    coord: proto::Coordinate::default(),
-                    ok: false,
+                let req: proto::Body = r.decode().await?;
+                // Serf's answer: the cached coordinate, or Go's zero value and `Ok` false
+                // when it has none for the node.
+                let held = ask_agent(&self.state, |tx| {
+                    Command::Coordinate(Some(req.node.clone()), tx)
+                })
+                .await
+                .flatten();
+                let body = match held {
+                    Some((_, c)) => proto::CoordinateAnswer {
+                        coord: proto::Coordinate {
+                            vec: Some(c.vec.to_vec()),
+                            error: c.error,
+                            adjustment: c.adjustment,
+                            height: c.height,
+                        },
+                        ok: true,
+                    },
+                    None => proto::CoordinateAnswer {
+                        coord: proto::Coordinate::default(),
+                        ok: false,
+                    },
                 };
                 self.reply_with(seq, "", &body).await
             }
