@@ -365,10 +365,11 @@ fn an_unvalidated_source_gets_at_most_three_times_its_bytes() {
     );
     let stats = sim.node(0).unwrap().stats();
     assert_eq!(stats.validated, before.validated + 1, "{stats:?}");
-    assert_eq!(
-        stats.challenges,
-        before.challenges + 2,
-        "one challenge for each datagram whose answer was held"
+    // One challenge for each datagram whose answer was held, and again while answers keep
+    // being held (a lost challenge must not strand them) within the 3x allowance above.
+    assert!(
+        stats.challenges >= before.challenges + 2,
+        "one challenge for each datagram whose answer was held: {stats:?}"
     );
 }
 

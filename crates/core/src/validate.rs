@@ -11,8 +11,10 @@
 //! identity advertises is not limited either (the node vouches for it before it applies
 //! anything from the datagram; see [`crate::Node`]).
 //!
-//! What would go over the limit is held, not dropped, and the source is challenged once; when
-//! its echo comes back, what was held goes out. A join therefore takes one more round trip:
+//! What would go over the limit is held, not dropped, and the source is challenged (again
+//! with every fourth datagram held while the allowance has room, in case the challenge or
+//! its echo was lost); when its echo comes back, what was held goes out. Echoes themselves
+//! are never held. A join therefore takes one more round trip:
 //! the joiner's first full-state request is answered by a challenge, and the answer follows
 //! the echo. Memory is bounded: [`ENTRIES_MAX`] sources, [`HELD_BYTES_MAX`] held in all.
 
@@ -55,8 +57,14 @@ struct Entry {
     sent: u64,
     validated: bool,
     challenged: bool,
+    /// Datagrams held since the last challenge: every [`RECHALLENGE_EVERY`] one, challenge
+    /// again (the last challenge, or its echo, may have been lost), if the allowance has room.
+    held_since_challenge: u32,
     held: Vec<Vec<u8>>,
 }
+
+/// Held datagrams after which an unanswered challenge is sent again.
+pub const RECHALLENGE_EVERY: u32 = 4;
 
 /// Counters of the limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -148,10 +156,15 @@ impl Limiter {
         self.entries.get(&to).is_some_and(|e| !e.validated)
     }
 
-    /// A member vouches for `from`: it is not limited any more.
-    pub(crate) fn forget(&mut self, from: SocketAddr) {
-        if let Some(e) = self.entries.shift_remove(&from) {
-            self.held_bytes -= e.held.iter().map(Vec::len).sum::<usize>();
+    /// A member vouches for `from`: it is not limited any more. Returns what was held for
+    /// it, to send now.
+    pub(crate) fn forget(&mut self, from: SocketAddr) -> Vec<Vec<u8>> {
+        match self.entries.shift_remove(&from) {
+            Some(e) => {
+                self.held_bytes -= e.held.iter().map(Vec::len).sum::<usize>();
+                e.held
+            }
+            None => Vec::new(),
         }
     }
 
@@ -173,8 +186,13 @@ impl Limiter {
         self.held_bytes += data.len();
         e.held.push(data.to_vec());
         self.counts.held += 1;
-        let challenge = !std::mem::replace(&mut e.challenged, true);
+        e.held_since_challenge += 1;
+        // A repeated challenge only within the allowance: the limit holds for challenges too.
+        let challenge = !std::mem::replace(&mut e.challenged, true)
+            || (e.held_since_challenge >= RECHALLENGE_EVERY
+                && e.sent + CHALLENGE_LEN <= e.received.saturating_mul(FACTOR));
         if challenge {
+            e.held_since_challenge = 0;
             e.sent += CHALLENGE_LEN;
             self.counts.challenges += 1;
         }
@@ -217,6 +235,32 @@ mod tests {
 
     fn addr(i: u32) -> SocketAddr {
         SocketAddr::from((i.to_be_bytes(), 7946))
+    }
+
+    #[test]
+    fn held_datagrams_bring_the_challenge_again_within_the_allowance_and_go_when_vouched() {
+        let mut l = Limiter::new([7; 32]);
+        let a = addr(1);
+        l.received(a, 100);
+        assert_eq!(l.check(a, &[0; 270]), Verdict::Send);
+        let cookie = l.cookie(a);
+        assert_eq!(l.check(a, &[1; 50]), Verdict::Held(Some(cookie)));
+        for i in 2..RECHALLENGE_EVERY + 1 {
+            assert_eq!(l.check(a, &[i as u8; 50]), Verdict::Held(None));
+        }
+        // The fourth held since the challenge brings it again: 270 + 12 + 12 <= 300.
+        assert_eq!(l.check(a, &[9; 50]), Verdict::Held(Some(cookie)));
+        for _ in 0..2 * RECHALLENGE_EVERY {
+            // No room left in the allowance: held, never challenged again.
+            assert_eq!(l.check(a, &[8; 50]), Verdict::Held(None));
+        }
+        // A member vouches for it: everything held is handed back, and it is not limited.
+        let held = l.forget(a);
+        assert_eq!(
+            held.len(),
+            1 + RECHALLENGE_EVERY as usize + 2 * RECHALLENGE_EVERY as usize
+        );
+        assert_eq!(l.check(a, &[0; 5000]), Verdict::Send);
     }
 
     #[test]

@@ -471,6 +471,7 @@ impl Node {
             len: data.len(),
             vouched: false,
             counted,
+            sender: None,
         });
         let result = self.dispatch(from, data);
         if let Err(reason) = &result {
@@ -479,6 +480,9 @@ impl Node {
             *heard = true;
         }
         self.drain_foca();
+        if result.is_ok() {
+            self.vouch_sender();
+        }
         self.out.reply = None;
         let outranked = self.directory().take_outranked();
         if let Some(version) = outranked {
