@@ -25,6 +25,7 @@ prometheus prometheus
 promtool prometheus
 chromium chromium
 chromedriver chromium-driver
+docker-compose docker-compose
 "
 
 missing=()

@@ -168,13 +168,63 @@ fn health_tag_follows_its_check(extra: &[&str]) {
     assert_eq!(agent.wait_exit(Duration::from_secs(15)), Some(7));
 }
 
+/// Sidecar mode: `--ready`/`--health` and no command. The agent watches a service it does not
+/// run (here a listener of the test's own): it joins once the service is ready, the health
+/// tag follows it, and on SIGTERM it leaves and exits 0, the service untouched.
+#[test]
+fn as_a_sidecar_it_watches_a_service_it_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = crate::util::seed_agent("seed", dir.path(), &[]);
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let check = format!("tcp://{}", service.local_addr().unwrap());
+    let (gossip, rpc) = addrs();
+    let join = seed.gossip.to_string();
+    let agent = Agent::start(
+        "web",
+        gossip,
+        rpc,
+        &[
+            "--join",
+            &join,
+            "--ready",
+            &check,
+            "--health",
+            &check,
+            "--health-interval",
+            "100",
+            "--drain-quiet",
+            "100",
+        ],
+        dir.path(),
+    );
+    let health_is = |v: &str| seed.member("web").is_some_and(|m| m["tags"]["health"] == v);
+    wait_until(Duration::from_secs(10), || health_is("passing"))
+        .unwrap_or_else(|| panic!("never passing\n{}", logs(&[&agent, &seed])));
+    drop(service);
+    wait_until(Duration::from_secs(10), || health_is("critical"))
+        .unwrap_or_else(|| panic!("never critical\n{}", logs(&[&agent, &seed])));
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(
+        agent.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        agent.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || sees(&seed, "web", "left")).is_some(),
+        "{}",
+        logs(&[&agent, &seed])
+    );
+    assert!(agent.log_text().contains("sidecar"), "{}", agent.log_text());
+}
+
 #[test]
 fn bad_service_flags_exit_2_naming_the_flag() {
     for (args, field) in [
         (vec!["--ready", "bogus", "--", "true"], "ready"),
         (vec!["--stop-signal", "NOPE", "--", "true"], "stop-signal"),
         (vec!["--health", "tcp://x", "--", "true"], "health"),
-        (vec!["--ready", "tcp://127.0.0.1:1"], "service command"),
+        (vec!["--drain-port", "8080"], "service command"),
     ] {
         let out = std::process::Command::new(BIN)
             .args([

@@ -82,8 +82,9 @@ settings_group! {
         #[arg(long = "bind", env = "GOSSIP_BIND", value_name = "IP:PORT")]
         #[serde(rename = "bind")]
         pub bind: Option<String>,
-        /// Address to advertise to other members [default: the bind IP, else the first
-        /// non-loopback IPv4 address; the bind port]
+        /// Address to advertise to other members [default: the bind IP; else, with --join,
+        /// the local address routing to the first join target (waited 10 s at most); else
+        /// the first non-loopback IPv4 address; the bind port]
         #[arg(long = "advertise", env = "GOSSIP_ADVERTISE", value_name = "IP[:PORT]")]
         #[serde(rename = "advertise")]
         pub advertise: Option<String>,

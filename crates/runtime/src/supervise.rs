@@ -22,6 +22,12 @@
 //!    (128 + signal when a signal ended it).
 //! 6. If the service exits by itself, the node leaves and the agent exits with its code.
 //!
+//! **Sidecar mode**: with `--ready` or `--health` and no command, the agent watches a service
+//! it does not run (another container sharing its network namespace: `docker run --network
+//! container:NAME`, Compose's `network_mode: service:NAME`). Steps 2, 3 and 5 hold as above
+//! (the checks and the drain reach the service over the shared localhost); there is nothing
+//! to start, forward signals to or stop, and the agent exits 0 after the drain.
+//!
 //! Connections are observed in `/proc/net/tcp` and `/proc/net/tcp6` (Linux): a new remote
 //! address and port on the service's local port, in any state, or an established one, counts
 //! as traffic. The port is the readiness check's unless `--drain-port` names another.
@@ -143,8 +149,12 @@ impl ServiceConfig {
     /// Checks the settings and the service's `command` (after `--`); errors name the flag.
     pub fn resolve(a: ServiceSettings, command: Vec<String>) -> Result<Self, ConfigError> {
         let bad = |field: &str, message: String| ConfigError::field(field, message);
-        if command.is_empty() || command[0].is_empty() {
-            return Err(bad("service command", "give a program after --".into()));
+        let sidecar = command.is_empty() && (a.ready.is_some() || a.health.is_some());
+        if !sidecar && (command.is_empty() || command[0].is_empty()) {
+            return Err(bad(
+                "service command",
+                "give a program after -- (or --ready/--health alone, as a sidecar)".into(),
+            ));
         }
         let ready = a
             .ready
@@ -204,21 +214,35 @@ pub async fn run(mut config: AgentConfig, service: ServiceConfig) -> Result<i32,
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let mut winch = signal(SignalKind::window_change())?;
 
-    let mut cmd = tokio::process::Command::new(&service.command[0]);
-    cmd.args(&service.command[1..]).process_group(0);
-    let mut child = cmd.spawn().map_err(|e| {
-        AgentError::Io(std::io::Error::new(
-            e.kind(),
-            format!("cannot start the service {:?}: {e}", service.command[0]),
-        ))
-    })?;
-    let pid = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0));
-    tracing::info!(pid = pid.as_raw(), command = ?service.command, "service started");
+    // The DNS server's sockets before the service: a service whose resolver is this agent
+    // must find the port open from its start (a query to a closed port is lost, and nginx,
+    // for one, only asks again after 5 s); its queries wait in the socket until the agent
+    // runs and has joined.
+    let dns_sockets = crate::agent::bind_dns(&config).await?;
     let (exit_tx, exit_rx) = watch::channel(None::<ExitStatus>);
-    tokio::spawn(async move {
-        let status = child.wait().await;
-        let _ = exit_tx.send(Some(status.unwrap_or_else(|_| failed_status())));
-    });
+    // In sidecar mode the sender lives as long as this function: no exit is ever reported.
+    let mut _sidecar_exit = None;
+    let pid = if service.command.is_empty() {
+        tracing::info!(ready = ?service.ready, health = ?service.health, "watching a service this agent does not run (sidecar)");
+        _sidecar_exit = Some(exit_tx);
+        None
+    } else {
+        let mut cmd = tokio::process::Command::new(&service.command[0]);
+        cmd.args(&service.command[1..]).process_group(0);
+        let mut child = cmd.spawn().map_err(|e| {
+            AgentError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot start the service {:?}: {e}", service.command[0]),
+            ))
+        })?;
+        let pid = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0));
+        tracing::info!(pid = pid.as_raw(), command = ?service.command, "service started");
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let _ = exit_tx.send(Some(status.unwrap_or_else(|_| failed_status())));
+        });
+        Some(pid)
+    };
     let exited = |rx: &watch::Receiver<Option<ExitStatus>>| *rx.borrow();
 
     // Readiness, while watching for an early exit or a stop request.
@@ -274,7 +298,7 @@ pub async fn run(mut config: AgentConfig, service: ServiceConfig) -> Result<i32,
             commands.clone(),
         ))
     });
-    let agent = crate::agent::run_with(config, service_gone, (commands, inbox));
+    let agent = crate::agent::run_bound(config, service_gone, (commands, inbox), dns_sockets);
     tokio::pin!(agent);
     let result = loop {
         let sig = tokio::select! {
@@ -284,7 +308,9 @@ pub async fn run(mut config: AgentConfig, service: ServiceConfig) -> Result<i32,
             _ = usr2.recv() => Signal::SIGUSR2,
             _ = winch.recv() => Signal::SIGWINCH,
         };
-        if exited(&exit_rx).is_none() {
+        if let Some(pid) = pid
+            && exited(&exit_rx).is_none()
+        {
             tracing::info!(signal = %sig, "forwarding to the service");
             let _ = kill(pid, sig);
         }
@@ -400,12 +426,17 @@ async fn wait_joined(
     }
 }
 
-/// Asks the service to stop, kills its process group after the timeout, and returns its code.
+/// Asks the service to stop, kills its process group after the timeout, and returns its code
+/// (0 in sidecar mode, `pid` `None`: the service is not ours to stop).
 async fn stop_service(
-    pid: Pid,
+    pid: Option<Pid>,
     service: &ServiceConfig,
     mut exit: watch::Receiver<Option<ExitStatus>>,
 ) -> i32 {
+    let Some(pid) = pid else {
+        tracing::info!("sidecar: the service is left running");
+        return 0;
+    };
     if let Some(status) = *exit.borrow() {
         return code_of(status);
     }
@@ -640,6 +671,16 @@ mod tests {
                 .to_string()
         };
         assert!(err(ServiceSettings::default(), &[]).contains("service command"));
+        // A sidecar: checks, no command.
+        let sidecar = ServiceConfig::resolve(
+            ServiceSettings {
+                health: Some("tcp://127.0.0.1:6379".into()),
+                ..Default::default()
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        assert!(sidecar.command.is_empty());
         let bad = [
             (
                 ServiceSettings {

@@ -300,10 +300,18 @@ async fn bootstrap_and_import(
     Ok(())
 }
 
+/// The image of the agent alone (from scratch), to run as a sidecar.
+pub const SIDECAR: &str = "agent";
+
+/// The base image under a fixed name: Debian with the demo's packages (nginx, redis-server,
+/// ...) and no agent: the "stock" image the sidecar examples run unchanged.
+pub const STOCK_IMAGE: &str = "gossip-demo/debian:latest";
+
 /// The images `variant` runs, with the directory of each one's Dockerfile and its role: the
-/// four role images, or the Serf-script variant's three and the regular appserver.
+/// four role images and the sidecar image, or the Serf-script variant's three and the regular
+/// appserver.
 pub fn variant_images(variant: Variant) -> Vec<(PathBuf, String, &'static str)> {
-    ROLES
+    let mut images: Vec<_> = ROLES
         .iter()
         .map(|&r| match variant {
             Variant::SerfScripts if SERF_ROLES.contains(&r) => {
@@ -311,7 +319,11 @@ pub fn variant_images(variant: Variant) -> Vec<(PathBuf, String, &'static str)> 
             }
             _ => (images_dir().join(r), role_image(r), r),
         })
-        .collect()
+        .collect();
+    if variant == Variant::Agent {
+        images.push((images_dir().join(SIDECAR), role_image(SIDECAR), SIDECAR));
+    }
+    images
 }
 
 /// Builds the images `variant` runs on top of `base`, with `agent` as
@@ -378,6 +390,16 @@ pub async fn ensure(
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<()> {
     let base = ensure_base(docker, log).await?;
+    let (repo, tag) = STOCK_IMAGE.split_once(':').expect("a tag in STOCK_IMAGE");
+    docker
+        .tag_image(
+            &base,
+            Some(bollard::query_parameters::TagImageOptions {
+                repo: Some(repo.to_string()),
+                tag: Some(tag.to_string()),
+            }),
+        )
+        .await?;
     build_roles(docker, &base, agent, variant, log).await
 }
 
@@ -388,10 +410,12 @@ mod tests {
     #[test]
     fn a_variant_builds_only_the_images_it_runs() {
         let names = |v| -> Vec<String> { variant_images(v).into_iter().map(|i| i.1).collect() };
+        let mut agent = ROLES.map(role_image).to_vec();
+        agent.push(role_image(SIDECAR));
         assert_eq!(
             names(Variant::Agent),
-            ROLES.map(role_image).to_vec(),
-            "the four role images"
+            agent,
+            "the four role images and the sidecar"
         );
         let serf = names(Variant::SerfScripts);
         assert_eq!(serf.len(), 4);

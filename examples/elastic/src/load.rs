@@ -41,6 +41,12 @@ pub struct Load {
 impl Load {
     /// Starts `workers` workers sending `rate` requests per second in total to `target`.
     pub fn start(target: SocketAddr, rate: u32, workers: usize) -> Self {
+        Self::start_path(target, "/hello", rate, workers)
+    }
+
+    /// [`Load::start`] with `GET path` instead of `/hello` (the answer is then not parsed:
+    /// a 200 is what counts).
+    pub fn start_path(target: SocketAddr, path: &'static str, rate: u32, workers: usize) -> Self {
         let (stop, rx) = watch::channel(false);
         let period = Duration::from_secs_f64(workers as f64 / rate.max(1) as f64);
         let workers = (0..workers)
@@ -54,7 +60,7 @@ impl Load {
                     let mut samples = Vec::new();
                     while !*rx.borrow() {
                         tick.tick().await;
-                        samples.push(request(target).await);
+                        samples.push(request_path(target, path).await);
                     }
                     samples
                 })
@@ -79,10 +85,14 @@ impl Load {
 
 /// One `GET /hello` on a new connection, bounded by 5 s.
 pub async fn request(target: SocketAddr) -> Sample {
+    request_path(target, "/hello").await
+}
+
+/// One `GET path` on a new connection, bounded by 5 s.
+pub async fn request_path(target: SocketAddr, path: &str) -> Sample {
     let start = Instant::now();
     let result =
-        gossip_testkit::http::request_async(target, "GET", "/hello", "", Duration::from_secs(5))
-            .await;
+        gossip_testkit::http::request_async(target, "GET", path, "", Duration::from_secs(5)).await;
     let end = Instant::now();
     let (status, answer, error) = match result {
         Err(e) => (0, None, Some(e)),

@@ -44,8 +44,62 @@ pub(super) async fn join_loop(
     }
 }
 
+/// How long the agent waits at start for a join target to resolve, to learn which of its
+/// addresses routes to the cluster (see [`route_to_cluster`]).
+pub(super) const ROUTE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The local IP the kernel would send from to reach the first join target that resolves
+/// (a connected UDP socket sends nothing), not loopback: on a multi-homed host or container
+/// (a Swarm task with a published port has the ingress network first, its stack's network
+/// after) that is the address members can reach. Waits [`ROUTE_WAIT`] at most for a target
+/// to resolve; `None` then, or without targets.
+pub(super) async fn route_to_cluster(config: &AgentConfig, resolver: &Resolver) -> Option<IpAddr> {
+    if config.join.is_empty() || config.advertise_ip.is_some() || !config.bind.ip().is_unspecified()
+    {
+        return None;
+    }
+    let find = async {
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            for addr in resolver.resolve_all(&config.join).await {
+                let any: std::net::SocketAddr = if addr.is_ipv4() {
+                    (Ipv4Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                let Ok(s) = std::net::UdpSocket::bind(any) else {
+                    continue;
+                };
+                if s.connect(addr).is_ok()
+                    && let Ok(local) = s.local_addr()
+                    && !local.ip().is_loopback()
+                    && !local.ip().is_unspecified()
+                {
+                    return local.ip();
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+        }
+    };
+    match tokio::time::timeout(ROUTE_WAIT, find).await {
+        Ok(ip) => {
+            tracing::debug!(%ip, "advertising the address that routes to the join targets");
+            Some(ip)
+        }
+        Err(_) => {
+            tracing::warn!(
+                wait = ?ROUTE_WAIT,
+                "no join target resolved at start: advertising the first interface's address"
+            );
+            None
+        }
+    }
+}
+
 /// The advertised IP: `--advertise`, else the bind IP unless unspecified, else the first
-/// non-loopback IPv4 address of an interface that is up, else 127.0.0.1.
+/// non-loopback IPv4 address of an interface that is up, else 127.0.0.1. (Before this,
+/// [`route_to_cluster`] is asked when there are join targets.)
 pub(super) fn advertise_ip(config: &AgentConfig) -> IpAddr {
     if let Some(ip) = config.advertise_ip {
         return ip;

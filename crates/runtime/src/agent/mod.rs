@@ -5,8 +5,8 @@
 //! supervisor) talks to it through [`Command`]s, so the core is never shared and never locked.
 //! Timers are delivered in deadline order, ties in the order the core asked for them.
 //!
-//! - this file: set-up ([`run_with`]: sockets, encryption, the node, writers, handlers, the
-//!   control API, the join loop) and the driver's state;
+//! - this file: set-up ([`run_bound`]: sockets, encryption, the node, writers, handlers,
+//!   the control API, the join loop) and the driver's state;
 //! - `event_loop`: the loop (datagrams, timers, commands, signals) and what it does with
 //!   the node's outputs;
 //! - `commands`: each command;
@@ -46,9 +46,39 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
 /// Like [`run`], taking commands from `commands` (see [`channel`]), and also leaving when
 /// `stop` completes (its output is the logged reason).
 pub async fn run_with(
+    config: AgentConfig,
+    stop: impl Future<Output = String>,
+    commands: (mpsc::Sender<Command>, mpsc::Receiver<Command>),
+) -> Result<(), AgentError> {
+    run_bound(config, stop, commands, None).await
+}
+
+/// Binds the DNS server's sockets (`None` without one): for a supervisor that binds them
+/// before the service starts (see [`run_bound`]).
+pub async fn bind_dns(
+    config: &AgentConfig,
+) -> Result<Option<(UdpSocket, tokio::net::TcpListener)>, AgentError> {
+    match &config.dns {
+        Some(dns) => crate::dns::bind(dns.addr)
+            .await
+            .map(Some)
+            .map_err(|source| AgentError::Bind {
+                what: "DNS",
+                addr: dns.addr,
+                source,
+            }),
+        None => Ok(None),
+    }
+}
+
+/// Like [`run_with`], with the DNS server's sockets already bound (from [`bind_dns`]): the
+/// supervisor binds them before it starts the service, so a service whose resolver is this
+/// agent never finds the port closed (its query waits in the socket instead).
+pub async fn run_bound(
     mut config: AgentConfig,
     stop: impl Future<Output = String>,
     commands: (mpsc::Sender<Command>, mpsc::Receiver<Command>),
+    dns_sockets: Option<(UdpSocket, tokio::net::TcpListener)>,
 ) -> Result<(), AgentError> {
     let started = Instant::now();
     raise_fd_limit();
@@ -75,25 +105,22 @@ pub async fn run_with(
             addr: config.bind,
             source,
         })?;
+    grow_recv_buffer(&socket);
     let bound = socket.local_addr()?;
+    let resolver = Arc::new(Resolver::new());
     let advertise = SocketAddr::new(
-        advertise_ip(&config),
+        match join::route_to_cluster(&config, &resolver).await {
+            Some(ip) => ip,
+            None => advertise_ip(&config),
+        },
         config.advertise_port.unwrap_or(bound.port()),
     );
 
     // The DNS server's sockets before the control API's: a control API that accepts
     // connections means every socket of the agent is bound.
-    let dns_sockets = match &config.dns {
-        Some(dns) => Some(
-            crate::dns::bind(dns.addr)
-                .await
-                .map_err(|source| AgentError::Bind {
-                    what: "DNS",
-                    addr: dns.addr,
-                    source,
-                })?,
-        ),
-        None => None,
+    let dns_sockets = match dns_sockets {
+        Some(s) => Some(s),
+        None => bind_dns(&config).await?,
     };
     let metrics_listener = match config.metrics_addr {
         Some(addr) => Some(
@@ -160,6 +187,7 @@ pub async fn run_with(
     if let Some(path) = &config.snapshot {
         tokio::spawn(crate::snapshot::keep(path.clone(), snapshot_rx.clone()));
     }
+    let (joined_tx, joined_rx) = watch::channel(false);
     let dns_counters = match (&config.dns, dns_sockets) {
         (Some(dns), Some(sockets)) => {
             let bound = sockets.0.local_addr()?;
@@ -170,6 +198,7 @@ pub async fn run_with(
                 dns.clone(),
                 snapshot_rx.clone(),
                 counters.clone(),
+                (!config.join.is_empty()).then(|| joined_rx.clone()),
             ));
             Some(counters)
         }
@@ -177,10 +206,8 @@ pub async fn run_with(
     };
     drop(snapshot_rx);
 
-    let resolver = Arc::new(Resolver::new());
     let hub = Arc::new(crate::stream::Hub::default());
     let (cmd_tx, cmd_rx) = commands;
-    let (joined_tx, joined_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let state = control::State {
@@ -307,6 +334,30 @@ struct Driver {
 
 /// Raises the soft limit of open files to the hard limit: handlers, writers, the control API
 /// and the sockets all take descriptors, and a full table fails whatever needs one next.
+/// The gossip socket's receive buffer we ask for: memberlist's (Serf's) 2 MiB. A join storm
+/// brings a new member hundreds of datagrams at once (full states, every member's notice);
+/// with Linux's default of 208 KiB some were dropped, and the member waited for its join's
+/// retry (0.2 s, then 0.4 s) or the next push-pull.
+const RECV_BUFFER: usize = 2 * 1024 * 1024;
+
+/// Asks for [`RECV_BUFFER`] on `socket`, halving down to the default as memberlist does
+/// (the kernel caps the request at `net.core.rmem_max`; what was granted is logged).
+fn grow_recv_buffer(socket: &UdpSocket) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt::RcvBuf};
+    let mut want = RECV_BUFFER;
+    while want >= 256 * 1024 {
+        if setsockopt(socket, RcvBuf, &want).is_ok() {
+            break;
+        }
+        want /= 2;
+    }
+    match getsockopt(socket, RcvBuf) {
+        // Linux reports twice what was set (its bookkeeping overhead).
+        Ok(granted) => tracing::debug!(asked = want, granted, "gossip receive buffer"),
+        Err(e) => tracing::debug!(error = %e, "cannot read the gossip receive buffer size"),
+    }
+}
+
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {

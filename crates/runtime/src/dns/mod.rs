@@ -158,13 +158,26 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)>
     Ok((udp, tcp))
 }
 
+/// How long, at most, queries wait for the agent's first join before they are answered
+/// from what it knows then (see [`serve`]).
+pub const JOIN_WAIT: Duration = Duration::from_secs(2);
+
 /// Serves DNS on `udp` and `tcp` until the task is dropped.
+///
+/// With `joined` (the agent has join targets), nothing is read from the sockets until the
+/// first join succeeded, [`JOIN_WAIT`] at most: a query asked at start (by a supervised
+/// service whose resolver is this agent) waits in the socket and gets the cluster's answer,
+/// not an NXDOMAIN from an agent alone, which resolvers would cache.
 pub async fn serve(
     (udp, tcp): (UdpSocket, TcpListener),
     config: DnsConfig,
     members: watch::Receiver<Arc<Snapshot>>,
     counters: Arc<DnsCounters>,
+    joined: Option<watch::Receiver<bool>>,
 ) {
+    if let Some(mut joined) = joined {
+        let _ = tokio::time::timeout(JOIN_WAIT, joined.wait_for(|j| *j)).await;
+    }
     let domain = hickory_proto::rr::Name::from_ascii(&config.domain)
         .map(|n| n.to_lowercase())
         .unwrap_or_else(|_| hickory_proto::rr::Name::root());
