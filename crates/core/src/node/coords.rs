@@ -8,11 +8,11 @@
 //! it in the last 30 s, or moved since by more than 5 % of the round trip between us): on
 //! an idle cluster that saves most of what coordinates cost. Pings carry none. A prober takes
 //! the coordinate in an ack as that member's latest, and the round trip, with the latest
-//! coordinate it holds of the member, as a sample. Joins and push-pulls
-//! pass coordinates on too ([`Kind::Coordinates`]): a full state sends every coordinate we
-//! hold, a digest ours, so a member knows the coordinates of members
-//! it has not probed yet. A coordinate from a peer is checked before anything keeps it; a
-//! bad one is dropped and counted ([`Stats::coordinates_refused`]), never passed on.
+//! coordinate it holds of the member, as a sample. Joins and push-pulls pass coordinates on
+//! too ([`Kind::Coordinates`]): a full state sends every coordinate we hold, a digest ours,
+//! so a joiner knows the coordinates of members it has not probed yet. A coordinate from a
+//! peer is checked before anything keeps it; a bad one is dropped and counted
+//! ([`Stats::coordinates_refused`]), never passed on.
 
 use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
@@ -44,6 +44,7 @@ pub(super) struct Sent {
     coord: Coordinate,
     at: Duration,
 }
+
 /// Bytes of one entry of a [`Kind::Coordinates`] packet: name key, coordinate.
 const ENTRY_LEN: usize = 8 + WIRE_LEN;
 
@@ -213,29 +214,24 @@ impl Node {
     }
 
     /// Sends coordinates to `to`: ours (once a sample has moved it), then, after a full state
-    /// (`all`), every one we hold. Nothing when we
-    /// have none.
+    /// (`all`), every one we hold; after a digest ours only (on an idle cluster more would
+    /// cost more than it brings: joins pass every one on, and acks keep them fresh). Nothing
+    /// when there is none.
     pub(super) fn send_coordinates(&mut self, to: SocketAddr, all: bool) {
         let own = self.coords.vivaldi.updates() > 0;
         let mut entries = Vec::new();
         if own {
             entries.push((self.identity().key(), self.coordinate()));
         }
-        let keys: Vec<NameKey> = self
-            .membership
-            .foca
-            .iter_membership_state()
-            .map(|m| m.id().key())
-            .filter(|k| self.coords.of.contains_key(k))
-            .collect();
-        // After a digest, ours only: on an idle cluster more would cost more than it
-        // brings (joins pass every one on, and acks keep them fresh).
-        let chosen: Vec<NameKey> = if all { keys } else { Vec::new() };
-        entries.extend(
-            chosen
-                .into_iter()
-                .filter_map(|k| self.coords.of.get(&k).map(|c| (k, *c))),
-        );
+        if all {
+            // In foca's member order (not the map's): the packets are the same every run.
+            for m in self.membership.foca.iter_membership_state() {
+                let k = m.id().key();
+                if let Some(c) = self.coords.of.get(&k) {
+                    entries.push((k, *c));
+                }
+            }
+        }
         let per_packet = (self.config.packet_size_max.get() - wire::ENVELOPE_LEN - 6) / ENTRY_LEN;
         for (i, chunk) in entries.chunks(per_packet.max(1)).enumerate() {
             let mut out = Vec::with_capacity(wire::ENVELOPE_LEN + 6 + chunk.len() * ENTRY_LEN);
@@ -250,13 +246,13 @@ impl Node {
         }
     }
 
-    /// Coordinates from a member: the first entry, when the flag before the count says so, is
-    /// the sender's own and replaces what we hold; the others fill only what we lack (our
-    /// own samples are fresher). Entries about members we do not know, or about us, are
-    /// ignored; bad ones are refused and counted.
+    /// Coordinates from a member: the first entry, when the flag before the count says so and
+    /// it names the member at the datagram's source, is the sender's own and replaces what
+    /// we hold; the others fill only what we lack (our own samples are fresher). Entries about
+    /// members we do not know, or about us, are ignored; bad ones are refused and counted.
     pub(super) fn on_coordinates(
         &mut self,
-        _from: SocketAddr,
+        from: SocketAddr,
         payload: &[u8],
     ) -> Result<(), DropReason> {
         let malformed = || DropReason::Malformed(crate::error::DecodeError::Coordinates);
@@ -280,10 +276,14 @@ impl Node {
                     continue;
                 }
             };
-            if key == me || !self.membership.members.contains(key) {
+            let Some(member) = self.membership.members.get(key) else {
+                continue;
+            };
+            if key == me {
                 continue;
             }
-            if (i == 0 && own == 1) || !self.coords.of.contains_key(&key) {
+            let senders_own = i == 0 && own == 1 && member.id.addr() == from;
+            if senders_own || !self.coords.of.contains_key(&key) {
                 self.coords.of.insert(key, coord);
             }
         }
