@@ -1017,7 +1017,14 @@ pub fn compare(o: &Opts) {
     let report = render(o, &results, &serf_version, &ours_version);
     println!("{report}");
     if let Some(p) = &o.out {
-        std::fs::write(p, &report).expect("write the report");
+        // The sections other subcommands write (`dns`, `metrics`) stay as they were.
+        let old = std::fs::read_to_string(p).unwrap_or_default();
+        let text = format!(
+            "{}\n{}",
+            report.trim_end(),
+            crate::other_sections(&old, &["## DNS", "## Metrics"])
+        );
+        std::fs::write(p, text.trim_end().to_string() + "\n").expect("write the report");
         eprintln!("report written to {}", p.display());
     }
 }

@@ -245,6 +245,17 @@ fn main() {
 
 /// Replaces the section of the markdown file at `path` that starts with the line `heading`
 /// (up to the next `## ` heading, or the end) by `report`, or appends it.
+/// The part of `old` from the first of `headings` (each starting a line) to the end, with a
+/// blank line before it; empty when none is there.
+fn other_sections(old: &str, headings: &[&str]) -> String {
+    headings
+        .iter()
+        .filter_map(|h| old.find(&format!("\n{h}")))
+        .min()
+        .map(|start| format!("\n{}", &old[start + 1..]))
+        .unwrap_or_default()
+}
+
 fn replace_section(path: &Path, heading: &str, report: &str) {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let text = match old.find(&format!("\n{heading}")) {
@@ -511,6 +522,14 @@ mod tests {
     fn a_section_is_replaced_in_place_or_appended() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("B.md");
+        assert_eq!(
+            super::other_sections(
+                "# C\nx\n\n## DNS\nd\n\n## Metrics\nm\n",
+                &["## Metrics", "## DNS"]
+            ),
+            "\n## DNS\nd\n\n## Metrics\nm\n"
+        );
+        assert_eq!(super::other_sections("# C\nx\n", &["## DNS"]), "");
         std::fs::write(&p, "# B\n\n## DNS\nold dns\n\n## Other\nkept\n").unwrap();
         super::replace_section(&p, "## DNS", "## DNS\nnew dns\n");
         super::replace_section(&p, "## Metrics", "## Metrics\nm\n");

@@ -113,8 +113,13 @@ impl Driver {
     pub(super) fn publish_snapshot(&mut self) {
         let members = self.node.members();
         let local = self.node.identity().clone();
-        let coordinates = self.coordinates_of(&members);
-        self.coordinates_published = Instant::now();
+        // Only when something orders by distance: otherwise the snapshot carries none.
+        let coordinates = if self.coordinates_wanted {
+            self.coordinates_published = Instant::now();
+            self.coordinates_of(&members)
+        } else {
+            Arc::default()
+        };
         self.snapshot_tx.send_if_modified(|cur| {
             let same = cur.local == local
                 && cur.members.len() == members.len()
