@@ -47,20 +47,10 @@ fn under_load(variant: Variant, prefix: &str, report_path: &str) {
         .build()
         .expect("runtime");
     let run = format!("{prefix}-{}", std::process::id());
-    let demo = match rt.block_on(Demo::connect(&run)) {
-        Ok(d) => d.with_variant(variant),
-        Err(e) => {
-            let required = std::env::var("GOSSIP_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "no Docker engine ({e}) and GOSSIP_REQUIRE_DOCKER=1"
-            );
-            eprintln!(
-                "SKIPPED: no Docker engine here ({e}); set GOSSIP_REQUIRE_DOCKER=1 to fail instead"
-            );
-            return;
-        }
+    let Some(demo) = rt.block_on(Demo::connect_or_skip(&run)) else {
+        return;
     };
+    let demo = demo.with_variant(variant);
     // The scenario runs in a task, so a failed assertion still lets the cleanup run.
     let d = demo.clone();
     let outcome = rt.block_on(async move { tokio::spawn(scenario(d)).await });
