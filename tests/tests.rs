@@ -9,6 +9,7 @@ mod coordinates;
 mod dns;
 mod handlers;
 mod metrics;
+mod release;
 mod security;
 mod serf;
 mod serf_rpc;

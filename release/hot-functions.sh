@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Regenerates release/hot-functions.txt, the list of functions the agent runs, which
+# `cargo release-agent` hands to the linker (LLD's --symbol-ordering-file) so that they lie
+# together at the start of the executable's code.
+#
+# Why: the kernel maps an executable's pages around each one first touched (64 KB at a time,
+# "fault-around"), and every mapped page counts in the resident size. With the functions in
+# the compiler's order, the ~1 MB of code an agent runs is spread over the whole 4 MB of code,
+# so nearly all of it was resident (about 3.7 MB of an agent's 4.9 MB). Gathered, it is about
+# 1.6 MB. Functions missing from the list still work; they are only placed after the others.
+#
+# How: two loopback clusters (plain, as the benchmark runs it; then encryption, DNS, metrics,
+# writers, a supervised service and the control API), two agents of each under valgrind's callgrind, driven through
+# joins, Serf's RPC (Debian's `serf`: members, monitor, event, query), our CLI, dig and curl,
+# failures, leaves and a graceful stop. The functions callgrind saw executed, by their symbol
+# names, the plain run's first, make the list. Rerun it after changes that add much code to
+# what an agent runs (`cargo test --test tests release_order` reports how much of the list
+# still names functions of the build).
+#
+#   ./release/hot-functions.sh   # needs valgrind, serf, dig, curl, redis-server, python3; 2 minutes
+#
+# Everything it starts is stopped on exit. Traffic stays on 127.0.78.0/24 and 127.0.79.0/24.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in valgrind serf dig curl redis-server python3; do
+  command -v "$tool" >/dev/null || { echo "hot-functions.sh: needs $tool" >&2; exit 2; }
+done
+cargo -q release-agent
+BIN=$PWD/target/release/gossip-agent
+WORK=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  pkill -f "http.server 8080 --bind 127.0.79" 2>/dev/null || true   # services of killed agents
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat > "$WORK/handler.sh" <<'H'
+#!/bin/sh
+cat > /dev/null
+echo "$SERF_EVENT" >> "$(dirname "$0")/events.$SERF_SELF_NAME"
+H
+chmod +x "$WORK/handler.sh"
+
+# start NET I PROFILED ARGS...: agent I of the cluster on 127.0.NET.0/24 (1 is the seed)
+start() {
+  local net=$1 i=$2 profiled=$3; shift 3
+  local ip=127.0.$net.$i wrap=()
+  local args=(--node "n$i" --bind "$ip:7946" --rpc-addr "$ip:7373" --role appserver
+    --event-handler "$WORK/handler.sh" --log-level warn)
+  [[ $i -gt 1 ]] && args+=(--join "127.0.$net.1")
+  args+=("$@")
+  if [[ $profiled == yes ]]; then
+    wrap=(valgrind -q --tool=callgrind --demangle=no --callgrind-out-file="$WORK/cg.$net.$i")
+  fi
+  "${wrap[@]}" "$BIN" "${args[@]}" > "$WORK/log.$net.$i" 2>&1 &
+  pids+=($!)
+  eval "pid_${net}_$i=$!"
+}
+wait_for() { # wait_for SECONDS CMD...: poll every 200 ms until CMD succeeds
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    (( SECONDS < deadline )) || { echo "hot-functions.sh: timed out: $*" >&2; return 1; }
+    sleep 0.2
+  done
+}
+alive() { # alive RPC N: the agent at RPC lists N alive members
+  [[ $(serf members -rpc-addr "$1" -status alive | wc -l) -eq $2 ]]
+}
+stop_profiled() { # stop_profiled PID...: SIGTERM (leave), wait for callgrind to write
+  kill -TERM "$@"
+  for p in "$@"; do
+    local deadline=$((SECONDS + 60))
+    while kill -0 "$p" 2>/dev/null; do
+      (( SECONDS < deadline )) || { echo "hot-functions.sh: $p did not stop" >&2; return 1; }
+      sleep 0.2
+    done
+  done
+}
+
+echo "== plain cluster: 10 agents, n1 and n2 profiled"
+monitors=()
+start 78 1 yes
+wait_for 30 serf members -rpc-addr 127.0.78.1:7373
+start 78 2 yes
+for i in 3 4 5 6 7 8 9 10; do start 78 $i no; done
+wait_for 60 alive 127.0.78.3:7373 10
+for rpc in 127.0.78.1:7373 127.0.78.2:7373; do
+  for _ in 1 2 3 4 5; do serf members -rpc-addr $rpc > /dev/null; done
+  serf members -rpc-addr $rpc -format json -status alive -tag role=appserver > /dev/null
+  "$BIN" members --rpc-addr $rpc > /dev/null
+  "$BIN" rtt --rpc-addr $rpc n3 > /dev/null 2>&1 || true
+  timeout 4 serf monitor -rpc-addr $rpc -log-level debug > /dev/null 2>&1 &
+  monitors+=($!)
+done
+sleep 0.5
+serf event -rpc-addr 127.0.78.3:7373 deploy v1 > /dev/null
+serf event -rpc-addr 127.0.78.1:7373 -coalesce=false restart web > /dev/null
+serf query -rpc-addr 127.0.78.2:7373 -timeout 3s ping x > /dev/null
+serf tags -rpc-addr 127.0.78.2:7373 -set version=2 > /dev/null
+wait "${monitors[@]}" || true
+kill -KILL "$pid_78_5"; wait "$pid_78_5" 2>/dev/null || true   # no "Killed" notice
+kill -TERM "$pid_78_6"; kill -INT "$pid_78_7"
+wait_for 60 bash -c "serf members -rpc-addr 127.0.78.2:7373 | grep -q 'n5 .*failed'"
+wait_for 30 bash -c "serf members -rpc-addr 127.0.78.1:7373 -status left | grep -q n7"
+sleep 3
+stop_profiled "$pid_78_1" "$pid_78_2"
+for i in 3 4 8 9 10; do v=pid_78_$i; kill -TERM "${!v}"; done
+
+echo "== features: 5 agents with encryption, DNS, metrics, writers, a service; n1 and n2 profiled"
+redis-server --bind 127.0.79.200 --port 6379 --save '' --appendonly no > "$WORK/redis.log" 2>&1 &
+redis=$!
+pids+=($redis)
+wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.79.200/6379"
+KEY=$("$BIN" keygen)
+printf '{%% for m in members %%}{{ m.name }} {{ m.ip }}:{{ m.port }}\n{%% endfor %%}' > "$WORK/t.j2"
+features() { # features I: the flags of agent I
+  local i=$1 ip=127.0.79.$1
+  echo --encrypt "$KEY" --keyring-file "$WORK/keys.$i" --tag port=8080 --tag zone=z$i \
+    --dns-addr "$ip:8600" --dns-recursor none --metrics-addr "$ip:9100" \
+    --snapshot "$WORK/snap.$i" \
+    --writer "nginx:path=$WORK/up.$i.conf,upstream=app,role=appserver,order=nearest,nearest=2" \
+    --writer "template:template=$WORK/t.j2,path=$WORK/t.$i.out,role=appserver" \
+    --writer "dnsmasq:path=$WORK/hosts.$i" \
+    --writer "hipache:redis_url=redis://127.0.79.200:6379,frontend=n$i,role=appserver" \
+    --ready "http://$ip:8080/" --health "http://$ip:8080/" --drain-port 8080 --drain-quiet 100 \
+    -- python3 -m http.server 8080 --bind "$ip"
+}
+start 79 1 yes $(features 1)
+wait_for 30 serf members -rpc-addr 127.0.79.1:7373
+start 79 2 yes $(features 2)
+for i in 3 4 5; do start 79 $i no $(features $i); done
+wait_for 60 alive 127.0.79.3:7373 5
+for n in 1 2; do
+  ip=127.0.79.$n
+  wait_for 30 alive $ip:7373 5
+  wait_for 30 curl -sf "$ip:8080/"
+  for _ in 1 2 3; do
+    dig @$ip -p 8600 appserver.gossip +short > /dev/null
+    dig @$ip -p 8600 _appserver._tcp.gossip SRV > /dev/null
+    dig @$ip -p 8600 n3.node.gossip > /dev/null
+    dig @$ip -p 8600 nothing.gossip > /dev/null
+    curl -sf $ip:9100/metrics > /dev/null
+    curl -sf $ip:7373/v1/members > /dev/null
+    curl -s "$ip:7373/v1/coordinate?node=n3" > /dev/null
+  done
+  timeout 2 curl -s "$ip:7373/v1/members?index=1&wait=1s" > /dev/null || true
+  serf keys -rpc-addr $ip:7373 -list > /dev/null
+  "$BIN" rtt --rpc-addr $ip:7373 n3 n4 > /dev/null 2>&1 || true
+done
+serf event -rpc-addr 127.0.79.3:7373 deploy v2 > /dev/null
+NEW=$("$BIN" keygen)
+serf keys -rpc-addr 127.0.79.3:7373 -install "$NEW" > /dev/null
+kill -KILL "$pid_79_5"; wait "$pid_79_5" 2>/dev/null || true
+wait_for 60 bash -c "serf members -rpc-addr 127.0.79.2:7373 | grep -q 'n5 .*failed'"
+sleep 3
+stop_profiled "$pid_79_1" "$pid_79_2"
+for i in 3 4; do v=pid_79_$i; kill -TERM "${!v}"; done
+kill -TERM "$redis"
+
+# The function names callgrind saw, without its recursion marks ('2) and unnamed code.
+names() {
+  cat "$@" | sed -nE "s/^c?fn=\([0-9]+\) (.*)$/\1/p" | sed -E "s/'[0-9]+$//" \
+    | grep -vE '^\(below main\)$|^0x[0-9a-f]+$' | LC_ALL=C sort -u
+}
+names "$WORK"/cg.78.* > "$WORK/plain"
+names "$WORK"/cg.79.* | LC_ALL=C comm -13 "$WORK/plain" - > "$WORK/features"
+{
+  echo "# Generated by release/hot-functions.sh on $(git rev-parse --short HEAD): do not edit."
+  echo "# The agent's functions callgrind saw run, by symbol: the plain cluster's first."
+  cat "$WORK/plain" "$WORK/features"
+} > release/hot-functions.txt
+echo "release/hot-functions.txt: $(wc -l < "$WORK/plain") functions of the plain cluster," \
+  "$(wc -l < "$WORK/features") more with the features"
