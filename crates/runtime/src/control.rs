@@ -38,6 +38,8 @@ pub struct State {
     /// The member table as the agent last published it (on every change): Serf's RPC
     /// `members` reads it without a round trip to the task that owns the node.
     pub members: watch::Receiver<Arc<gossip_handlers::Snapshot>>,
+    /// Serf's RPC `members` answer for the table in `members`, encoded once.
+    pub serf_members: Arc<crate::rpc::MembersCache>,
     /// What handlers and writers did, for `/metrics`.
     pub activity: Arc<gossip_handlers::stats::Stats>,
     /// Requests served, for `/metrics`.

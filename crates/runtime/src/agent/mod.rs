@@ -216,6 +216,7 @@ pub async fn run_bound(
         token: config.rpc_token.as_deref().map(Arc::from),
         hub: hub.clone(),
         members: snapshot_tx.subscribe(),
+        serf_members: Arc::default(),
         activity: dispatcher.stats(),
         requests: Arc::default(),
     };

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use gossip_core::{MemberInfo, Status};
+use gossip_handlers::Snapshot;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -348,9 +349,11 @@ impl Conn {
                 self.reply_with(seq, &e, &proto::JoinAnswer { num }).await
             }
             "members" => {
-                let ms = self.members().await?;
-                self.reply_with(seq, "", &proto::Members { members: ms })
-                    .await
+                let snapshot = self.state.members.borrow().clone();
+                let body = self.state.serf_members.body(&snapshot);
+                let mut f = frame(seq, "", None);
+                f.extend_from_slice(&body);
+                self.send(f).await
             }
             "members-filtered" => {
                 let req: proto::Body = r.decode().await?;
@@ -627,6 +630,44 @@ fn is_known(cmd: &str) -> bool {
 const PROTOCOL: (u8, u8, u8) = (1, 5, 2);
 const DELEGATE: (u8, u8, u8) = (2, 5, 5);
 
+/// The `members` answer's body, encoded once for each member table the agent publishes and
+/// shared by every connection: a client polling `members` costs a copy, not a conversion
+/// and encoding of every member.
+#[derive(Default)]
+pub struct MembersCache(Mutex<Option<Encoded>>);
+
+/// A table and its encoded `members` body.
+struct Encoded {
+    /// Keeps the table's allocation (not its members): no other table can come to lie at
+    /// the same address while it is cached.
+    table: std::sync::Weak<Snapshot>,
+    body: Arc<[u8]>,
+}
+
+impl MembersCache {
+    /// The encoded `members` body of `snapshot` (Serf's `{"Members": [...]}`).
+    pub fn body(&self, snapshot: &Arc<Snapshot>) -> Arc<[u8]> {
+        let mut cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = &*cached
+            && std::ptr::eq(e.table.as_ptr(), Arc::as_ptr(snapshot))
+        {
+            return e.body.clone();
+        }
+        let members = proto::Members {
+            members: snapshot.members.iter().map(member).collect(),
+        };
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for these types.
+        let _ = rmp_serde::encode::write_named(&mut out, &members);
+        let body: Arc<[u8]> = out.into();
+        *cached = Some(Encoded {
+            table: Arc::downgrade(snapshot),
+            body: body.clone(),
+        });
+        body
+    }
+}
+
 /// A member as Serf's RPC gives it.
 pub fn member(m: &MemberInfo) -> proto::Member {
     let addr = m.addr();
@@ -806,5 +847,60 @@ async fn forward_query(mut rx: mpsc::UnboundedReceiver<QueryProgress>, seq: u64,
         if out.send(frame(seq, "", Some(&rec))).await.is_err() || kind == "done" {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gossip_testkit::members::member as info;
+
+    fn table(names: &[&str]) -> Arc<Snapshot> {
+        let members: Vec<MemberInfo> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                info(
+                    n,
+                    &format!("10.0.0.{}", i + 1),
+                    &[("role", "app")],
+                    Status::Alive,
+                )
+            })
+            .collect();
+        Arc::new(Snapshot {
+            local: members[0].id.clone(),
+            members,
+            index: 1,
+            coordinates: Default::default(),
+        })
+    }
+
+    /// What `members` answered before the cache: every member converted and encoded.
+    fn encoded(t: &Snapshot) -> Vec<u8> {
+        let body = proto::Members {
+            members: t.members.iter().map(member).collect(),
+        };
+        rmp_serde::encode::to_vec_named(&body).unwrap()
+    }
+
+    #[test]
+    fn members_body_is_encoded_once_per_published_table() {
+        let cache = MembersCache::default();
+        let a = table(&["a", "b"]);
+        let first = cache.body(&a);
+        assert_eq!(&first[..], &encoded(&a)[..]);
+        assert!(Arc::ptr_eq(&first, &cache.body(&a)), "encoded again");
+
+        let b = table(&["a", "b", "c"]);
+        let second = cache.body(&b);
+        assert_eq!(&second[..], &encoded(&b)[..]);
+        // A table published anew is encoded anew, even with the same members (its
+        // coordinates may be all that changed).
+        let a2 = table(&["a", "b"]);
+        assert!(!Arc::ptr_eq(&cache.body(&a2), &second));
+        // The old table can go: the cache keeps only a weak pointer to it.
+        drop(a);
+        assert_eq!(Arc::strong_count(&b), 1);
     }
 }
