@@ -559,8 +559,7 @@ impl Node {
                 // may never reach members that hold the old one as alive (they did not hear
                 // the verdict either), least of all under the loss that caused the verdict.
                 if !self.left {
-                    self.send_notice(Member::alive(id.clone()));
-                    self.notices.announced = Some(id);
+                    self.announce(id);
                 }
                 false
             }

@@ -422,8 +422,7 @@ impl Node {
         if let Some(peer) = self.random_live_member() {
             let _ = self.membership.foca.announce(peer, &mut self.membership.rt);
         }
-        self.send_notice(Member::alive(new.clone()));
-        self.notices.announced = Some(new);
+        self.announce(new);
         Ok(())
     }
 

@@ -37,6 +37,11 @@ pub(super) struct Notices {
     pub(super) pending: BTreeMap<u64, PendingNotice>,
     /// The identity we last sent a notice about (None before the first).
     pub(super) announced: Option<NodeId>,
+    /// The members that notice went to, and when it went: members learned from a full
+    /// state within [`ANNOUNCE_WINDOW`] after it are told too (see [`Node::announce_more`]).
+    pub(super) announced_to: BTreeSet<NameKey>,
+    /// When `announced` was sent (the node's clock).
+    pub(super) announced_at: Duration,
     /// The sequence number of our leave notice, once left.
     pub(super) leave_notice: Option<u64>,
     /// Notices we passed on, by sender and sequence number (bounded): a retransmission
@@ -47,6 +52,12 @@ pub(super) struct Notices {
     /// The same, oldest first.
     pub(super) forwarded_order: VecDeque<u64>,
 }
+
+/// How long after announcing an identity the node also tells the members it learns from a
+/// full state: a join's answer (the whole cluster, in several datagrams, held by the answerer
+/// until our address is validated) can complete after the announcement went out, and its
+/// follow-ups (1 s and 5 s later) repair what was lost.
+pub(super) const ANNOUNCE_WINDOW: Duration = Duration::from_secs(10);
 
 /// How many passed-on notices [`Node`] remembers.
 const FORWARDED_MAX: usize = 1024;
@@ -85,6 +96,15 @@ impl Node {
     /// their notices.
     pub(super) fn send_notice(&mut self, member: Member<NodeId>) -> Option<u64> {
         let targets = self.notice_targets();
+        self.send_notice_to(targets, member)
+    }
+
+    /// [`Self::send_notice`] to `targets` only.
+    fn send_notice_to(
+        &mut self,
+        targets: Vec<(SocketAddr, NameKey)>,
+        member: Member<NodeId>,
+    ) -> Option<u64> {
         let from = Some(self.identity().clone());
         self.post_split(targets, |seq, forward| {
             wire::encode(
@@ -416,12 +436,52 @@ impl Node {
         Ok(())
     }
 
-    /// Tells every known member about our identity, once a member accepted it.
+    /// Tells every known member about our identity, once a member accepted it; after that,
+    /// the members learned since (see [`Self::announce_more`]).
     pub(super) fn on_announce_self(&mut self) {
         let me = self.identity().clone();
-        if !self.left && self.notices.announced.as_ref() != Some(&me) {
-            self.send_notice(Member::alive(me.clone()));
-            self.notices.announced = Some(me);
+        if self.left {
+        } else if self.notices.announced.as_ref() != Some(&me) {
+            self.announce(me);
+        } else {
+            self.announce_more();
         }
+    }
+
+    /// Tells every live member about `id`, our new identity, acknowledged.
+    pub(super) fn announce(&mut self, id: NodeId) {
+        let targets = self.notice_targets();
+        self.notices.announced_to = targets.iter().map(|t| t.1).collect();
+        self.notices.announced_at = self.now;
+        self.send_notice_to(targets, Member::alive(id.clone()));
+        self.notices.announced = Some(id);
+    }
+
+    /// After a full state was applied (through [`TimerEvent::AnnounceSelf`], once the member
+    /// table holds what it brought): within [`ANNOUNCE_WINDOW`] of our announcement, tells
+    /// the live members it did not go to. Without this, members a joiner learned only after
+    /// announcing (the rest of the join's answer, released once the answerer validated our
+    /// address) heard of it only through the next push-pull: about a second in a join storm
+    /// of 100, where the join's answer often completes after the announcement.
+    fn announce_more(&mut self) {
+        let me = self.identity().clone();
+        if self.left
+            || self.notices.announced.as_ref() != Some(&me)
+            || self.now.saturating_sub(self.notices.announced_at) > ANNOUNCE_WINDOW
+        {
+            return;
+        }
+        let targets: Vec<_> = self
+            .notice_targets()
+            .into_iter()
+            .filter(|t| !self.notices.announced_to.contains(&t.1))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        self.notices
+            .announced_to
+            .extend(targets.iter().map(|t| t.1));
+        self.send_notice_to(targets, Member::alive(me));
     }
 }

@@ -272,6 +272,11 @@ impl Node {
         if sync.reply {
             self.send_full_state(from, false);
         } else {
+            if self.notices.announced.as_ref() == Some(self.identity()) {
+                // Members it brought that our announcement did not go to are told, once
+                // the member table holds them.
+                self.schedule(self.config.announce_delay, TimerEvent::AnnounceSelf);
+            }
             if !self.sync.answered.contains(&from) {
                 self.schedule(JOIN_FOLLOW_UP, TimerEvent::JoinFollowUp(from));
             }
