@@ -9,18 +9,20 @@
 # resident: 4.8 MiB per agent in a 10-agent loopback cluster, 2.7 MiB with this list (same
 # code). Functions missing from the list still work; they are only placed after the others.
 #
-# How: two loopback clusters (plain, as the benchmark runs it; then encryption, DNS, metrics,
-# writers, a supervised service and the control API), two agents of each under valgrind's
-# callgrind, driven through joins, Serf's RPC (Debian's `serf`: members, monitor, event,
-# query, tags, keys), our CLI, dig and curl, a crash, leaves and a graceful stop. The functions
-# callgrind saw run, by symbol name, the plain cluster's first, make the list. Rerun it after
+# How: loopback clusters under valgrind's callgrind: plain, as the benchmark runs it (two
+# agents profiled); then one agent each with DNS, metrics, writers, a supervised service; then
+# encryption with a key rotation. Driven through joins, Serf's RPC (Debian's `serf`: members,
+# monitor, event, query, tags, keys), our CLI and HTTP API, dig and curl, a crash, leaves and
+# a graceful stop. The functions callgrind saw run, by symbol name, make the list: the plain
+# cluster's first, then what each feature adds, so an agent with one feature touches two
+# groups, not every feature's code. Rerun it after
 # changes that add much code to what an agent runs; `cargo test --test tests release_order`
 # fails when under 90 % of the list names functions of the build.
 #
 #   ./release/hot-functions.sh   # about 2 minutes; needs valgrind, serf, dig, curl,
 #                                # redis-server and python3 (Debian: apt-get install valgrind ...)
 #
-# Everything it starts is stopped on exit. Traffic stays on 127.0.78.0/24 and 127.0.79.0/24.
+# Everything it starts is stopped on exit. Traffic stays on 127.0.78-80.0/24.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,6 +95,7 @@ for rpc in 127.0.78.1:7373 127.0.78.2:7373; do
   for _ in 1 2 3 4 5; do serf members -rpc-addr $rpc > /dev/null; done
   serf members -rpc-addr $rpc -format json -status alive -tag role=appserver > /dev/null
   "$BIN" members --rpc-addr $rpc > /dev/null
+  curl -sf "$rpc/v1/members" > /dev/null   # what the benchmark polls
   "$BIN" rtt --rpc-addr $rpc n3 > /dev/null 2>&1 || true
   timeout 4 serf monitor -rpc-addr $rpc -log-level debug > /dev/null 2>&1 &
   monitors+=($!)
@@ -111,56 +114,57 @@ sleep 3
 stop_profiled "$pid_78_1" "$pid_78_2"
 for i in 3 4 8 9 10; do v=pid_78_$i; kill -TERM "${!v}"; done
 
-echo "== features: 5 agents with encryption, DNS, metrics, writers, a service; n1 and n2 profiled"
+echo "== features: 5 agents, one feature each on n1-n4, all profiled (DNS, metrics, writers, a service)"
 redis-server --bind 127.0.79.200 --port 6379 --save '' --appendonly no > "$WORK/redis.log" 2>&1 &
 redis=$!
 pids+=($redis)
 wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.79.200/6379"
-KEY=$("$BIN" keygen)
 printf '{%% for m in members %%}{{ m.name }} {{ m.ip }}:{{ m.port }}\n{%% endfor %%}' > "$WORK/t.j2"
-features() { # features I: the flags of agent I
-  local i=$1 ip=127.0.79.$1
-  echo --encrypt "$KEY" --keyring-file "$WORK/keys.$i" --tag port=8080 --tag zone=z$i \
-    --dns-addr "$ip:8600" --dns-recursor none --metrics-addr "$ip:9100" \
-    --snapshot "$WORK/snap.$i" \
-    --writer "nginx:path=$WORK/up.$i.conf,upstream=app,role=appserver,order=nearest,nearest=2" \
-    --writer "template:template=$WORK/t.j2,path=$WORK/t.$i.out,role=appserver" \
-    --writer "dnsmasq:path=$WORK/hosts.$i" \
-    --writer "hipache:redis_url=redis://127.0.79.200:6379,frontend=n$i,role=appserver" \
-    --ready "http://$ip:8080/" --health "http://$ip:8080/" --drain-port 8080 --drain-quiet 100 \
-    -- python3 -m http.server 8080 --bind "$ip"
-}
-start 79 1 yes $(features 1)
+start 79 1 yes --tag port=8080 --dns-addr 127.0.79.1:8600 --dns-recursor none
 wait_for 30 serf members -rpc-addr 127.0.79.1:7373
-start 79 2 yes $(features 2)
-for i in 3 4 5; do start 79 $i no $(features $i); done
-wait_for 60 alive 127.0.79.3:7373 5
-for n in 1 2; do
-  ip=127.0.79.$n
-  wait_for 30 alive $ip:7373 5
-  wait_for 30 curl -sf "$ip:8080/"
-  for _ in 1 2 3; do
-    dig @$ip -p 8600 appserver.gossip +short > /dev/null
-    dig @$ip -p 8600 _appserver._tcp.gossip SRV > /dev/null
-    dig @$ip -p 8600 n3.node.gossip > /dev/null
-    dig @$ip -p 8600 nothing.gossip > /dev/null
-    curl -sf $ip:9100/metrics > /dev/null
-    curl -sf $ip:7373/v1/members > /dev/null
-    curl -s "$ip:7373/v1/coordinate?node=n3" > /dev/null
-  done
-  timeout 2 curl -s "$ip:7373/v1/members?index=1&wait=1s" > /dev/null || true
-  serf keys -rpc-addr $ip:7373 -list > /dev/null
-  "$BIN" rtt --rpc-addr $ip:7373 n3 n4 > /dev/null 2>&1 || true
+start 79 2 yes --tag port=8080 --metrics-addr 127.0.79.2:9100
+start 79 3 yes --tag port=8080 --snapshot "$WORK/snap.3" \
+  --writer "nginx:path=$WORK/up.conf,upstream=app,role=appserver,order=nearest,nearest=2" \
+  --writer "template:template=$WORK/t.j2,path=$WORK/t.out,role=appserver" \
+  --writer "dnsmasq:path=$WORK/hosts" \
+  --writer "hipache:redis_url=redis://127.0.79.200:6379,frontend=n3,role=appserver"
+start 79 4 yes --tag port=8080 --ready http://127.0.79.4:8080/ --health http://127.0.79.4:8080/ \
+  --drain-port 8080 --drain-quiet 100 -- python3 -m http.server 8080 --bind 127.0.79.4
+start 79 5 no --tag port=8080
+wait_for 60 alive 127.0.79.5:7373 5
+for _ in 1 2 3; do
+  dig @127.0.79.1 -p 8600 appserver.gossip +short > /dev/null
+  dig @127.0.79.1 -p 8600 _appserver._tcp.gossip SRV > /dev/null
+  dig @127.0.79.1 -p 8600 n3.node.gossip > /dev/null
+  dig @127.0.79.1 -p 8600 nothing.gossip > /dev/null
+  curl -sf 127.0.79.2:9100/metrics > /dev/null
 done
-serf event -rpc-addr 127.0.79.3:7373 deploy v2 > /dev/null
-NEW=$("$BIN" keygen)
-serf keys -rpc-addr 127.0.79.3:7373 -install "$NEW" > /dev/null
+wait_for 30 curl -sf 127.0.79.4:8080/
+serf event -rpc-addr 127.0.79.5:7373 deploy v2 > /dev/null
+serf tags -rpc-addr 127.0.79.5:7373 -set version=2 > /dev/null
 kill -KILL "$pid_79_5"; wait "$pid_79_5" 2>/dev/null || true
-wait_for 60 bash -c "serf members -rpc-addr 127.0.79.2:7373 | grep -q 'n5 .*failed'"
+wait_for 60 bash -c "serf members -rpc-addr 127.0.79.3:7373 | grep -q 'n5 .*failed'"
 sleep 3
-stop_profiled "$pid_79_1" "$pid_79_2"
-for i in 3 4; do v=pid_79_$i; kill -TERM "${!v}"; done
+stop_profiled "$pid_79_1" "$pid_79_2" "$pid_79_3" "$pid_79_4"
 kill -TERM "$redis"
+
+echo "== encryption: 3 agents, n1 profiled, keys rotated"
+KEY=$("$BIN" keygen)
+start 80 1 yes --encrypt "$KEY" --keyring-file "$WORK/keys.1"
+wait_for 30 serf members -rpc-addr 127.0.80.1:7373
+start 80 2 no --encrypt "$KEY" --keyring-file "$WORK/keys.2"
+start 80 3 no --encrypt "$KEY" --keyring-file "$WORK/keys.3"
+wait_for 60 alive 127.0.80.1:7373 3
+NEW=$("$BIN" keygen)
+serf keys -rpc-addr 127.0.80.1:7373 -list > /dev/null
+serf keys -rpc-addr 127.0.80.1:7373 -install "$NEW" > /dev/null
+serf keys -rpc-addr 127.0.80.2:7373 -use "$NEW" > /dev/null
+serf keys -rpc-addr 127.0.80.1:7373 -remove "$KEY" > /dev/null
+serf event -rpc-addr 127.0.80.2:7373 deploy v3 > /dev/null
+kill -KILL "$pid_80_3"; wait "$pid_80_3" 2>/dev/null || true
+wait_for 60 bash -c "serf members -rpc-addr 127.0.80.1:7373 | grep -q 'n3 .*failed'"
+stop_profiled "$pid_80_1"
+kill -TERM "$pid_80_2"
 
 # The function names callgrind saw, without its recursion marks ('2) and unnamed code.
 names() {
@@ -168,10 +172,19 @@ names() {
     | grep -vE '^\(below main\)$|^0x[0-9a-f]+$' | LC_ALL=C sort -u
 }
 names "$WORK"/cg.78.* > "$WORK/plain"
-names "$WORK"/cg.79.* | LC_ALL=C comm -13 "$WORK/plain" - > "$WORK/features"
+# Each feature's functions after the plain cluster's, one group after another, so that an
+# agent with one feature touches the plain group and its own, not all of them.
+cp "$WORK/plain" "$WORK/listed"
+: > "$WORK/features"
+for cg in cg.79.1 cg.79.2 cg.79.3 cg.79.4 cg.80.1; do
+  names "$WORK/$cg" | LC_ALL=C comm -13 <(LC_ALL=C sort "$WORK/listed") - > "$WORK/group"
+  cat "$WORK/group" >> "$WORK/features"
+  cat "$WORK/group" >> "$WORK/listed"
+done
 {
   echo "# Generated by release/hot-functions.sh on $(git rev-parse --short HEAD): do not edit."
-  echo "# The agent's functions callgrind saw run, by symbol: the plain cluster's first."
+  echo "# The agent's functions callgrind saw run, by symbol: the plain cluster's first, then"
+  echo "# those an agent with DNS, metrics, writers, a service, encryption adds, in that order."
   cat "$WORK/plain" "$WORK/features"
 } > release/hot-functions.txt
 echo "release/hot-functions.txt: $(wc -l < "$WORK/plain") functions of the plain cluster," \
