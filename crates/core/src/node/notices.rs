@@ -439,9 +439,11 @@ impl Node {
     /// Tells every known member about our identity, once a member accepted it; after that,
     /// the members learned since (see [`Self::announce_more`]).
     pub(super) fn on_announce_self(&mut self) {
-        let me = self.identity().clone();
         if self.left {
-        } else if self.notices.announced.as_ref() != Some(&me) {
+            return;
+        }
+        let me = self.identity().clone();
+        if self.notices.announced.as_ref() != Some(&me) {
             self.announce(me);
         } else {
             self.announce_more();
@@ -465,10 +467,12 @@ impl Node {
     /// of 100, where the join's answer often completes after the announcement.
     fn announce_more(&mut self) {
         let me = self.identity().clone();
-        if self.left
-            || self.notices.announced.as_ref() != Some(&me)
-            || self.now.saturating_sub(self.notices.announced_at) > ANNOUNCE_WINDOW
-        {
+        if self.notices.announced.as_ref() != Some(&me) {
+            return;
+        }
+        if self.now.saturating_sub(self.notices.announced_at) > ANNOUNCE_WINDOW {
+            // Past the window: the set is not needed any more.
+            self.notices.announced_to = BTreeSet::new();
             return;
         }
         let targets: Vec<_> = self
