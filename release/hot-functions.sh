@@ -19,7 +19,7 @@
 # changes that add much code to what an agent runs; `cargo test --test tests release_order`
 # fails when under 90 % of the list names functions of the build.
 #
-#   ./release/hot-functions.sh   # about 2 minutes; needs valgrind, serf, dig, curl,
+#   ./release/hot-functions.sh   # about a minute, plus the build; needs valgrind, serf, dig, curl,
 #                                # redis-server and python3 (Debian: apt-get install valgrind ...)
 #
 # Everything it starts is stopped on exit. Traffic stays on 127.0.78-80.0/24.
